@@ -1,0 +1,159 @@
+"""The shared factory for imflow's Faust apps, their client services and batch loops.
+
+Each agent is its own small Faust app (own consumer group, own process, scales by adding
+processes). Clients are `mode.Service`s added as dependencies of the app, so they are
+connected before the agents run and closed when the worker stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
+from typing import Any
+
+import faust
+import mode
+import orjson
+import redis.asyncio as aioredis
+import redis.exceptions
+from faust.types import EventT
+from pydantic import ValidationError
+
+from app.errors import StoreUnavailable
+from app.models import SequencedRecord, parse_sequenced
+from app.settings import Settings, get_settings
+from app.stores.history import HistoryStore
+
+log = logging.getLogger(__name__)
+
+RETRY_INITIAL_S = 0.2
+# Errors that mean "the store is down for now": retry the same batch, never skip it.
+RETRYABLE = (StoreUnavailable, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+RETRY_MAX_S = 5.0
+
+
+def create_faust_app(name: str, settings: Settings | None = None) -> faust.App:
+    """A Faust app named `imflow-<name>` (= its consumer group) configured from settings."""
+    s = settings or get_settings()
+    return faust.App(
+        f"imflow-{name}",
+        broker=[f"kafka://{host}" for host in s.kafka_bootstrap.split(",")],
+        store=s.faust_store,
+        datadir=f"{s.faust_data_dir}/{name}",
+        topic_partitions=s.partitions,
+        topic_replication_factor=s.replication_factor,
+        producer_acks=-1,
+        producer_linger=0.001,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_every=1000,
+        broker_commit_interval=0.5,
+        stream_wait_empty=False,
+        web_enabled=False,
+        table_cleanup_interval=60.0,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+
+
+def topic(app: faust.App, name: str) -> faust.TopicT:
+    """A raw-bytes topic: agents parse values themselves so bad records can be dead-lettered."""
+    return app.topic(name, key_type=bytes, value_type=bytes,
+                     key_serializer="raw", value_serializer="raw")
+
+
+class RedisService(mode.Service):
+    """An asyncio Redis client that lives as long as the Faust app."""
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self._client: aioredis.Redis | None = None
+
+    @property
+    def client(self) -> aioredis.Redis:
+        assert self._client is not None, "RedisService not started"
+        return self._client
+
+    async def on_start(self) -> None:
+        self._client = aioredis.from_url(self.settings.redis_url)
+        await self._client.ping()
+
+    async def on_stop(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+
+class HistoryService(mode.Service):
+    """The HBase history store (thread pool + Thrift connections) as a Faust dependency."""
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self._store: HistoryStore | None = None
+
+    @property
+    def store(self) -> HistoryStore:
+        assert self._store is not None, "HistoryService not started"
+        return self._store
+
+    async def on_start(self) -> None:
+        self._store = HistoryStore(self.settings)
+
+    async def on_stop(self) -> None:
+        if self._store is not None:
+            await self._store.close()
+
+
+class DeadLetters:
+    """Writes one record per rejected input to the dead-letter topic, with the reason."""
+
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        self._topic = topic(app, settings.topic_dead_letter)
+
+    async def send(self, event: EventT, reason: str) -> None:
+        msg = event.message
+        value: bytes = msg.value if isinstance(msg.value, bytes) else bytes(msg.value or b"")
+        record = {
+            "reason": reason,
+            "topic": msg.topic,
+            "partition": msg.partition,
+            "offset": msg.offset,
+            "key": msg.key.decode("utf-8", "replace") if isinstance(msg.key, bytes) else None,
+            "value": value.decode("utf-8", "replace"),
+            "value_b64": base64.b64encode(value).decode(),
+        }
+        log.warning("dead-letter %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, reason)
+        fut = await self._topic.send(key=msg.key, value=orjson.dumps(record))
+        await fut  # acked before the bad record's offset can be committed
+
+
+async def retry_forever(what: str, call: Callable[[], Awaitable[Any]]) -> Any:
+    """Run `call` until it succeeds: a sink never skips a record because a store is down.
+
+    The stream does not advance meanwhile, so no offset past the failed batch is committed.
+    """
+    delay = RETRY_INITIAL_S
+    while True:
+        try:
+            return await call()
+        except RETRYABLE as exc:
+            log.warning("%s failed, retrying in %.1fs: %s", what, delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
+
+
+async def sequenced_batches(
+    stream: faust.StreamT, settings: Settings, dead_letters: DeadLetters
+) -> AsyncIterable[Sequence[SequencedRecord]]:
+    """Batches of parsed `imflow.messages` records; malformed ones go to dead-letter."""
+    async for events in stream.take_events(settings.agent_batch_max,
+                                           within=settings.agent_batch_within_s):
+        records: list[SequencedRecord] = []
+        for event in events:
+            try:
+                records.append(parse_sequenced(event.message.value))
+            except (ValidationError, ValueError) as exc:
+                await dead_letters.send(event, f"invalid sequenced record: {exc}")
+        yield records

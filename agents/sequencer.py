@@ -1,0 +1,94 @@
+"""Sequencer agent: `imflow.inbound` -> `imflow.messages`, one order per conversation.
+
+Run: `faust -A agents.sequencer worker --without-web`. See agents/sequencing.py for the
+decisions and the crash-safety argument, tables/sequencer_state.py for the state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka.errors import KafkaError
+from faust.types import EventT
+
+from agents.base import DeadLetters, create_faust_app, retry_forever, topic
+from agents.sequencing import decide
+from app.errors import RecordError, StoreUnavailable
+from app.models import SequencedRecord, parse_inbound
+from app.settings import get_settings
+from tables.sequencer_state import create_state_table, prune_dedup
+
+log = logging.getLogger(__name__)
+
+settings = get_settings()
+app = create_faust_app("sequencer", settings)
+state = create_state_table(app, settings)
+inbound_topic = topic(app, settings.topic_inbound)
+messages_topic = topic(app, settings.topic_messages)
+dead_letters = DeadLetters(app, settings)
+# The inbound record may carry a body of max_body_bytes plus its envelope.
+MAX_RECORD_BYTES = settings.max_body_bytes + 4096
+
+
+async def _publish(outputs: list[SequencedRecord]) -> None:
+    """Send the batch's outputs and wait until Kafka acked every one."""
+    try:
+        futures = [
+            await messages_topic.send(
+                key=out.message.conversation_id.encode(), value=out.model_dump_json().encode()
+            )
+            for out in outputs
+        ]
+        await asyncio.gather(*futures)
+    except KafkaError as exc:
+        raise StoreUnavailable(f"producing to {settings.topic_messages}: {exc!r}") from exc
+
+
+async def sequence_batch(events: Sequence[EventT]) -> None:
+    overlay: dict[str, Any] = {}
+    writes: list[tuple[int, str, Any]] = []
+    outputs: list[SequencedRecord] = []
+
+    def get(key: str) -> Any:
+        return overlay[key] if key in overlay else state.get(key)
+
+    for event in events:
+        msg = event.message
+        try:
+            record = parse_inbound(msg.value, max_bytes=MAX_RECORD_BYTES)
+            decision = decide(record, partition=msg.partition, offset=msg.offset,
+                              record_ts=int(msg.timestamp * 1000), get=get)
+        except RecordError as exc:
+            await dead_letters.send(event, exc.reason)
+            continue
+        if decision.output is not None:
+            outputs.append(decision.output)
+        for key, value in decision.writes:
+            overlay[key] = value
+            writes.append((msg.partition, key, value))
+
+    if outputs:
+        # Rule 1: outputs are acked before the state that says "done" is written.
+        # A retry resends the same records (same seqs); the sinks are idempotent.
+        await retry_forever("publish sequenced batch", lambda: _publish(outputs))
+    for partition, key, value in writes:
+        state.write(partition, key, value)
+
+
+@app.agent(inbound_topic)
+async def sequence(stream: Any) -> None:
+    async for events in stream.take_events(settings.agent_batch_max,
+                                           within=settings.agent_batch_within_s):
+        await sequence_batch(events)
+
+
+@app.timer(interval=60.0)
+async def prune_dedup_window() -> None:
+    active = {tp.partition for tp in app.assignor.assigned_actives()
+              if tp.topic == settings.topic_inbound}
+    pruned = prune_dedup(state, window_s=settings.dedup_window_s, active=active)
+    if pruned:
+        log.info("pruned %d dedup entries older than %ss", pruned, settings.dedup_window_s)

@@ -1,0 +1,170 @@
+"""The sequencer's decisions, as pure logic over a key-value state (no Faust, no I/O).
+
+For each `imflow.inbound` record it decides: the conversation's next `seq`, whether the
+record is a client retry, who must receive it, and which state keys change.
+
+Crash safety (G1, G2) rests on three rules the agent keeps:
+1. The output record is acked by Kafka before any state write of that record is sent.
+2. State writes go to ONE changelog partition (the record's inbound partition) in the
+   order members -> dedup -> conversation, so a flushed conversation entry implies the
+   entries written before it were flushed too.
+3. The conversation entry stores the inbound offset it has applied (`offset`).
+Hence after a crash, re-reading from the committed offset either skips a record (its
+effects were stored), repairs the conversation entry from the dedup entry, or computes
+the very same output again (same seq, same ts), which the idempotent sinks absorb.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from app.errors import RecordError
+from app.models import (
+    MEMBERS_MESSAGE_TYPE,
+    InboundMembers,
+    InboundRecord,
+    InboundSend,
+    Message,
+    SequencedRecord,
+    message_id_for,
+    parse_conversation,
+)
+
+Getter = Callable[[str], Any]
+
+CONV = "conv:"  # conv:<cid>      -> {"seq", "ts", "offset"}
+DEDUP = "dedup:"  # dedup:<id>    -> {"seq", "ts", "offset", "partition"}
+MEMBERS = "members:"  # members:<cid> -> {"owner", "members", "offset"}
+
+Status = Literal["applied", "duplicate", "already_applied", "repaired"]
+
+
+@dataclass
+class Decision:
+    status: Status
+    output: SequencedRecord | None = None
+    writes: list[tuple[str, Any]] = field(default_factory=list)
+
+
+def _apply_op(op: str, before: set[str], changed: set[str]) -> set[str]:
+    if op == "remove":
+        return before - changed
+    return before | changed
+
+
+def _before_from_after(op: str, after: set[str], changed: set[str]) -> set[str]:
+    if op == "remove":
+        return after | changed
+    if op == "create":
+        return set()
+    return after - changed
+
+
+def decide(
+    record: InboundRecord, *, partition: int, offset: int, record_ts: int, get: Getter
+) -> Decision:
+    """Decide what one inbound record does; raise RecordError to dead-letter it."""
+    cid = record.conversation_id
+    conv = get(CONV + cid) or {"seq": 0, "ts": 0, "offset": -1}
+    if conv["offset"] >= offset:
+        return Decision("already_applied")
+
+    event_id = (
+        record.event_id
+        if isinstance(record, InboundMembers)
+        else record.message_id or message_id_for(record.sender, record.client_msg_id)
+    )
+    seen = get(DEDUP + event_id)
+    if seen is not None:
+        if seen["offset"] == offset:
+            # Crashed between the dedup and the conversation write: finish the latter.
+            repaired = {"seq": seen["seq"], "ts": seen["ts"], "offset": offset}
+            return Decision("repaired", writes=[(CONV + cid, repaired)])
+        return Decision("duplicate")
+
+    seq = conv["seq"] + 1
+    ts = max(record.accepted_at or record_ts, conv["ts"])
+    writes: list[tuple[str, Any]] = []
+    output: SequencedRecord
+    if isinstance(record, InboundSend):
+        recipients = _recipients_for_send(record, get)
+        message = Message(
+            message_id=event_id,
+            conversation_id=cid,
+            seq=seq,
+            sender=record.sender,
+            type=record.type,
+            body=record.body,
+            client_msg_id=record.client_msg_id,
+            ts=ts,
+        )
+        output = SequencedRecord(message=message, recipients=recipients)
+    else:
+        output, members_write = _membership_change(record, seq=seq, ts=ts, offset=offset, get=get)
+        if members_write is not None:
+            writes.append(members_write)
+    dedup = {"seq": seq, "ts": ts, "offset": offset, "partition": partition}
+    writes.append((DEDUP + event_id, dedup))
+    writes.append((CONV + cid, {"seq": seq, "ts": ts, "offset": offset}))
+    return Decision("applied", output=output, writes=writes)
+
+
+def _recipients_for_send(record: InboundSend, get: Getter) -> list[str]:
+    kind, parts = parse_conversation(record.conversation_id)
+    if kind == "u":
+        if record.sender not in parts:
+            raise RecordError(f"sender {record.sender!r} is not in {record.conversation_id!r}")
+        return sorted(set(parts))
+    group = get(MEMBERS + record.conversation_id)
+    if group is None:
+        raise RecordError(f"no such group {record.conversation_id!r}")
+    if record.sender not in group["members"]:
+        raise RecordError(f"sender {record.sender!r} is not a member of {record.conversation_id!r}")
+    return list(group["members"])
+
+
+def _membership_change(
+    record: InboundMembers, *, seq: int, ts: int, offset: int, get: Getter
+) -> tuple[SequencedRecord, tuple[str, Any] | None]:
+    key = MEMBERS + record.conversation_id
+    group = get(key)
+    changed = set(record.members)
+    if group is not None and group.get("offset") == offset:
+        # This very record was applied to the membership before a crash.
+        after = set(group["members"])
+        before = _before_from_after(record.op, after, changed)
+        owner = group["owner"]
+        write = None
+    else:
+        if record.op == "create":
+            if group is not None:
+                raise RecordError(f"group {record.conversation_id!r} already exists")
+            before, owner = set(), record.actor
+            changed.add(record.actor)
+        else:
+            if group is None:
+                raise RecordError(f"no such group {record.conversation_id!r}")
+            owner = group["owner"]
+            if record.actor != owner:
+                raise RecordError(
+                    f"{record.actor!r} is not the owner of {record.conversation_id!r}"
+                )
+            if record.op == "remove" and owner in changed:
+                raise RecordError("the owner cannot be removed from the group")
+            before = set(group["members"])
+        after = _apply_op(record.op, before, changed)
+        write = (key, {"owner": owner, "members": sorted(after), "offset": offset})
+    message = Message(
+        message_id=record.event_id,
+        conversation_id=record.conversation_id,
+        seq=seq,
+        sender=record.actor,
+        type=MEMBERS_MESSAGE_TYPE,
+        body={"op": record.op, "actor": record.actor, "members": sorted(changed), "owner": owner},
+        client_msg_id=record.event_id,
+        ts=ts,
+    )
+    event = SequencedRecord(kind="members", message=message, recipients=sorted(before | after))
+    return event, write

@@ -1,0 +1,179 @@
+"""Ids, the message shape, and the versioned records on the Kafka topics.
+
+The record models are the contract for outside producers (see README, "Topics"): the
+web ingress and any other producer write `InboundSend` / `InboundMembers` to
+`imflow.inbound`; the sequencer writes `SequencedMessage` / `MembershipEvent` to
+`imflow.messages`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from app.errors import RecordError
+
+ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+_ID_RE = re.compile(ID_PATTERN)
+UserId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+ClientMsgId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+MessageType = Annotated[str, StringConstraints(min_length=1, max_length=32)]
+RECORD_VERSION = 1
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def is_valid_id(value: str) -> bool:
+    return bool(_ID_RE.match(value))
+
+
+def direct_conversation(a: str, b: str) -> str:
+    """The one-to-one conversation id: `u:<a>:<b>` with the two user ids sorted."""
+    x, y = sorted((a, b))
+    return f"u:{x}:{y}"
+
+
+def group_conversation(group_id: str) -> str:
+    return f"g:{group_id}"
+
+
+def parse_conversation(cid: str) -> tuple[str, tuple[str, ...]]:
+    """Split a conversation id into ("u", (a, b)) or ("g", (gid,)); ValueError if invalid."""
+    parts = cid.split(":")
+    if len(parts) == 3 and parts[0] == "u" and all(is_valid_id(p) for p in parts[1:]):
+        if parts[1] > parts[2]:
+            raise ValueError(f"direct conversation ids are sorted: {cid!r}")
+        return "u", (parts[1], parts[2])
+    if len(parts) == 2 and parts[0] == "g" and is_valid_id(parts[1]):
+        return "g", (parts[1],)
+    raise ValueError(f"not a conversation id: {cid!r}")
+
+
+def message_id_for(sender: str, client_msg_id: str) -> str:
+    """The message id is a pure function of (sender, client_msg_id).
+
+    So a client retry gets the same id from any web process without a lookup, even when
+    the first attempt's answer was lost; the sequencer drops the second copy.
+    """
+    digest = hashlib.blake2b(f"{sender}\x00{client_msg_id}".encode(), digest_size=16)
+    return digest.hexdigest()
+
+
+class Message(BaseModel):
+    """A message as every API returns it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    message_id: str
+    conversation_id: str
+    seq: int
+    sender: str
+    type: str
+    body: Any
+    client_msg_id: str
+    ts: int
+
+
+# ---------------------------------------------------------------- imflow.inbound
+
+
+class InboundSend(BaseModel):
+    """A message to sequence. `message_id` and `accepted_at` are filled when absent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    v: Literal[1]
+    kind: Literal["send"]
+    conversation_id: str
+    sender: UserId
+    client_msg_id: ClientMsgId
+    type: MessageType = "text"
+    body: Any = None
+    message_id: str | None = None
+    accepted_at: int | None = None
+
+
+class InboundMembers(BaseModel):
+    """A group membership change: create (actor becomes owner), add, or remove."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    v: Literal[1]
+    kind: Literal["members"]
+    conversation_id: str
+    actor: UserId
+    op: Literal["create", "add", "remove"]
+    members: list[UserId] = Field(default_factory=list, max_length=100_000)
+    event_id: str
+    accepted_at: int | None = None
+
+
+InboundRecord = InboundSend | InboundMembers
+
+
+def parse_inbound(raw: bytes | None, *, max_bytes: int) -> InboundRecord:
+    """Parse one `imflow.inbound` value, or raise RecordError with a readable reason."""
+    if raw is None:
+        raise RecordError("empty record value")
+    if len(raw) > max_bytes:
+        raise RecordError(f"record of {len(raw)} bytes exceeds {max_bytes}")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise RecordError(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise RecordError("record is not a JSON object")
+    if data.get("v") != RECORD_VERSION:
+        raise RecordError(f"unknown record version v={data.get('v')!r}")
+    kind = data.get("kind")
+    model: type[InboundSend] | type[InboundMembers]
+    if kind == "send":
+        model = InboundSend
+    elif kind == "members":
+        model = InboundMembers
+    else:
+        raise RecordError(f"unknown record kind {kind!r}")
+    try:
+        record = model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "record"
+        raise RecordError(f"invalid field {where}: {first['msg']}") from None
+    try:
+        conv_kind, _ = parse_conversation(record.conversation_id)
+    except ValueError as exc:
+        raise RecordError(str(exc)) from None
+    if isinstance(record, InboundMembers) and conv_kind != "g":
+        raise RecordError("membership changes apply to group conversations only")
+    return record
+
+
+# ---------------------------------------------------------------- imflow.messages
+
+MEMBERS_MESSAGE_TYPE = "system.members"
+
+
+class SequencedRecord(BaseModel):
+    """One entry of a conversation's log, at its `seq`, with who must receive it.
+
+    A membership change is an entry too (kind "members", message type
+    `system.members`, body {"op", "actor", "members", "owner"}), so clients see it in order
+    and sinks treat both kinds alike.
+    """
+
+    v: Literal[1] = 1
+    kind: Literal["message", "members"] = "message"
+    message: Message
+    recipients: list[str]
+
+
+def parse_sequenced(raw: bytes) -> SequencedRecord:
+    """Parse one `imflow.messages` value (written by the sequencer)."""
+    return SequencedRecord.model_validate_json(raw)

@@ -1,0 +1,78 @@
+"""One typed settings object for every process, read from `IMFLOW_*` environment variables.
+
+Web, agents, CLI and tests all build their clients from this object, so a broker URL or a
+retention period is configured in exactly one place.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DAY_S = 86_400
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IMFLOW_", extra="ignore")
+
+    # --- secrets and auth ---
+    secret: SecretStr = Field(
+        SecretStr("dev-secret-change-me"),
+        description="HS256 key for client JWTs; set a real one in production.",
+    )
+    token_ttl_s: int = 86_400
+
+    # --- Kafka ---
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    topic_inbound: str = "imflow.inbound"
+    topic_messages: str = "imflow.messages"
+    topic_dead_letter: str = "imflow.dead-letter"
+    partitions: int = Field(8, description="Partitions of inbound/messages (and changelogs).")
+    replication_factor: int = 1
+    produce_timeout_s: float = Field(2.0, description="Ingress answers 503 after this.")
+    messages_retention_s: int = 8 * DAY_S
+
+    # --- Redis ---
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    inbox_retention_s: int = 7 * DAY_S
+    presence_ttl_s: int = 60
+
+    # --- HBase (Thrift1, happybase) ---
+    hbase_host: str = "127.0.0.1"
+    hbase_port: int = 9090
+    hbase_namespace: str = "imflow"
+    hbase_table: str = "history"
+    hbase_pool_size: int = Field(4, description="Threads (and Thrift connections) per process.")
+    hbase_timeout_ms: int = 10_000
+    history_retention_s: int = 180 * DAY_S
+    hbase_prefix_buckets: int = Field(16, description="Row-key hash buckets = pre-split regions.")
+
+    # --- web ---
+    host: str = "127.0.0.1"
+    port: int = 8080
+    node_id: str = Field("", description="Web process id for presence; default host:port.")
+    max_body_bytes: int = 64 * 1024
+    sync_default_limit: int = 200
+    sync_max_limit: int = 500
+    history_default_limit: int = 20
+    history_max_limit: int = 100
+    ws_heartbeat_s: float = 20.0
+
+    # --- agents ---
+    agent_batch_max: int = 500
+    agent_batch_within_s: float = 0.005
+    dedup_window_s: int = DAY_S
+    faust_store: str = "memory://"
+    faust_data_dir: str = ".var/faust"
+
+    @property
+    def hbase_table_name(self) -> str:
+        return f"{self.hbase_namespace}:{self.hbase_table}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once from the environment)."""
+    return Settings()

@@ -1,0 +1,129 @@
+"""Offline inboxes in Redis: one stream per user, per-device cursors, conversation list.
+
+Every key of a user carries the user id as a hash tag (`inbox:{alice}`), so all of one
+user's keys live in one Redis Cluster slot and one Lua call can update them atomically.
+
+Idempotency (G2): `applied:{u}` remembers, per conversation, the highest seq written to
+the user's inbox. Sequenced records of one conversation arrive in seq order (one Kafka
+partition), so a redelivered or replayed record has `seq <= applied` and is skipped.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from app.models import SequencedRecord
+
+# KEYS per delivery: inbox, applied, unread, convs.
+# ARGV: minid, ttl_s, then per delivery: conversation, seq, counts_as_unread, payload.
+_DELIVER_LUA = """
+local minid = ARGV[1]
+local ttl = tonumber(ARGV[2])
+local written = 0
+local k = 1
+for i = 3, #ARGV, 4 do
+  local inbox, applied, unread, convs = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
+  k = k + 4
+  local conv, seq, payload = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 3]
+  local last = tonumber(redis.call('HGET', applied, conv) or '0')
+  if seq > last then
+    redis.call('XADD', inbox, 'MINID', minid, '*', 'm', payload)
+    redis.call('HSET', applied, conv, seq)
+    redis.call('HSET', convs, conv, payload)
+    if ARGV[i + 2] == '1' then
+      redis.call('HINCRBY', unread, conv, 1)
+      redis.call('EXPIRE', unread, ttl)
+    end
+    redis.call('EXPIRE', inbox, ttl)
+    redis.call('EXPIRE', applied, ttl)
+    redis.call('EXPIRE', convs, ttl)
+    written = written + 1
+  end
+end
+return written
+"""
+
+
+def inbox_key(user: str) -> str:
+    return f"inbox:{{{user}}}"
+
+
+def _keys(user: str) -> list[str]:
+    tag = f"{{{user}}}"
+    return [f"inbox:{tag}", f"applied:{tag}", f"unread:{tag}", f"convs:{tag}"]
+
+
+def _cursor_key(user: str) -> str:
+    return f"cursor:{{{user}}}"
+
+
+@dataclass(frozen=True)
+class InboxPage:
+    messages: list[dict[str, Any]]
+    cursor: str
+    has_more: bool
+
+
+def _id_tuple(stream_id: str) -> tuple[int, int]:
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class InboxStore:
+    """Owns every Redis key of the offline inbox."""
+
+    def __init__(self, client: aioredis.Redis, *, retention_s: int) -> None:
+        self._redis = client
+        self._retention_s = retention_s
+        self._deliver = client.register_script(_DELIVER_LUA)
+
+    def _min_id(self) -> str:
+        return f"{int(time.time() * 1000) - self._retention_s * 1000}-0"
+
+    async def deliver(self, records: list[SequencedRecord]) -> int:
+        """Append each record to each recipient's inbox once; returns entries written."""
+        keys: list[str] = []
+        args: list[Any] = [self._min_id(), self._retention_s]
+        for record in records:
+            msg = record.message
+            payload = msg.model_dump_json()
+            for user in record.recipients:
+                keys.extend(_keys(user))
+                unread = "1" if record.kind == "message" and user != msg.sender else "0"
+                args.extend((msg.conversation_id, msg.seq, unread, payload))
+        if not keys:
+            return 0
+        return int(await self._deliver(keys=keys, args=args))
+
+    async def read(self, user: str, *, after: str | None, limit: int) -> InboxPage:
+        """Up to `limit` entries after stream id `after` (None: from the start), oldest first.
+
+        Reads one entry more than asked so that `has_more` is exact, and never returns
+        entries older than the retention even if trimming has not removed them yet.
+        """
+        floor = self._min_id()
+        start = floor
+        if after is not None and _id_tuple(after) >= _id_tuple(floor):
+            start = "(" + after
+        rows = await self._redis.xrange(inbox_key(user), min=start, max="+", count=limit + 1)
+        has_more = len(rows) > limit
+        rows = rows[:limit]
+        messages = [orjson.loads(fields[b"m"]) for _, fields in rows]
+        cursor = rows[-1][0].decode() if rows else (after or "0")
+        return InboxPage(messages=messages, cursor=cursor, has_more=has_more)
+
+    async def device_cursor(self, user: str, device: str) -> str | None:
+        value = await self._redis.hget(_cursor_key(user), device)
+        return value.decode() if value is not None else None
+
+    async def save_device_cursor(self, user: str, device: str, cursor: str) -> None:
+        key = _cursor_key(user)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, device, cursor)
+            pipe.expire(key, self._retention_s)
+            await pipe.execute()

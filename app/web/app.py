@@ -1,0 +1,127 @@
+"""The aiohttp app factory: routes, error rendering, metrics, and client lifetimes.
+
+Clients live in `cleanup_ctx` and are reached through typed `AppKey`s; nothing is
+module-level, so tests can build several apps (several "web processes") in one process.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from aiohttp import web
+from prometheus_client import Counter, Histogram
+
+from app.errors import ApiError, StoreUnavailable
+from app.settings import Settings
+from app.stores.history import HistoryStore
+from app.stores.inbox import InboxStore
+from app.stores.kafka import InboundProducer
+from app.stores.push import PresenceStore
+from app.web import live, messages, ops, reads
+from app.web.context import (
+    HISTORY,
+    INBOX,
+    PRESENCE,
+    PRODUCER,
+    PUSH_HUB,
+    REDIS,
+    SETTINGS,
+    json_response,
+)
+from app.web.push_hub import PushHub
+
+log = logging.getLogger(__name__)
+OPENAPI_PATH = Path(__file__).with_name("openapi.json")
+
+REQUESTS = Counter("imflow_http_requests_total", "HTTP requests", ["route", "status"])
+LATENCY = Histogram("imflow_http_request_seconds", "HTTP request latency", ["route"],
+                    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, code: str, message: str,
+           retry_after: float | None = None) -> web.Response:
+    headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after else None
+    return json_response({"error": {"code": code, "message": message}}, status=status,
+                         headers=headers)
+
+
+@web.middleware
+async def errors_and_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Render every failure as the SPEC's JSON error body and count every request."""
+    route = request.match_info.route.resource
+    name = route.canonical if route is not None else "unmatched"
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        response = _error(exc.status, exc.code, exc.message, exc.retry_after)
+    except StoreUnavailable as exc:
+        log.warning("store unavailable on %s: %s", name, exc)
+        response = _error(503, "store_unavailable", "a backing store is unavailable; retry",
+                          retry_after=1)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = exc.reason.lower().replace(" ", "_")
+        response = _error(exc.status, code, exc.reason)
+    except Exception:
+        log.exception("unhandled error on %s", name)
+        response = _error(500, "internal", "internal server error")
+    LATENCY.labels(name).observe(time.perf_counter() - started)
+    REQUESTS.labels(name, str(response.status)).inc()
+    return response
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=OPENAPI_PATH.read_bytes(), content_type="application/json")
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[errors_and_metrics],
+                          client_max_size=settings.max_body_bytes + 8192)
+    app[SETTINGS] = settings
+    app.cleanup_ctx.extend([_redis_ctx, _producer_ctx, _history_ctx])
+    app.router.add_post("/v1/messages", messages.post_message)
+    app.router.add_get("/v1/sync", reads.sync)
+    app.router.add_get("/v1/conversations/{cid}/messages", reads.history)
+    app.router.add_get("/v1/ws", live.websocket)
+    app.router.add_get("/v1/openapi.json", openapi)
+    app.router.add_get("/healthz", ops.healthz)
+    app.router.add_get("/readyz", ops.readyz)
+    app.router.add_get("/metrics", ops.metrics)
+    return app
+
+
+async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    client = aioredis.from_url(settings.redis_url)
+    app[REDIS] = client
+    app[INBOX] = InboxStore(client, retention_s=settings.inbox_retention_s)
+    app[PRESENCE] = PresenceStore(client, ttl_s=settings.presence_ttl_s)
+    hub = PushHub(client, settings.node_id or f"{settings.host}:{settings.port}")
+    await hub.start()
+    app[PUSH_HUB] = hub
+    yield
+    await hub.stop()
+    await client.aclose()
+
+
+async def _producer_ctx(app: web.Application) -> AsyncIterator[None]:
+    producer = InboundProducer(app[SETTINGS])
+    await producer.start()
+    app[PRODUCER] = producer
+    yield
+    await producer.stop()
+
+
+async def _history_ctx(app: web.Application) -> AsyncIterator[None]:
+    store = HistoryStore(app[SETTINGS])
+    app[HISTORY] = store
+    yield
+    await store.close()

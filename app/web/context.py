@@ -1,0 +1,75 @@
+"""Typed keys for what the web app holds, and the request helpers every route uses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from app.auth import Identity, verify_token
+from app.errors import BadRequest, PayloadTooLarge, Unauthorized
+from app.settings import Settings
+from app.stores.history import HistoryStore
+from app.stores.inbox import InboxStore
+from app.stores.kafka import InboundProducer
+from app.stores.push import PresenceStore
+from app.web.push_hub import PushHub
+
+SETTINGS = web.AppKey("settings", Settings)
+REDIS = web.AppKey("redis", aioredis.Redis)
+PRODUCER = web.AppKey("producer", InboundProducer)
+INBOX = web.AppKey("inbox", InboxStore)
+HISTORY = web.AppKey("history", HistoryStore)
+PRESENCE = web.AppKey("presence", PresenceStore)
+PUSH_HUB = web.AppKey("push_hub", PushHub)
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None
+                  ) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, headers=headers,
+                        content_type="application/json")
+
+
+def identity(request: web.Request) -> Identity:
+    """The caller, from `Authorization: Bearer <jwt>` (or `?token=` for WebSockets)."""
+    header = request.headers.get("Authorization", "")
+    token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+    if not token:
+        token = request.query.get("token", "") if request.path == "/v1/ws" else ""
+    if not token:
+        raise Unauthorized("missing bearer token", code="missing_token")
+    return verify_token(request.app[SETTINGS].secret.get_secret_value(), token)
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object, within the body size limit (413) and well-formed (400)."""
+    limit = request.app[SETTINGS].max_body_bytes + 4096  # the body field plus its envelope
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+    raw = await request.content.read(limit + 1)
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise BadRequest("request body is not valid JSON", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise BadRequest("request body must be a JSON object", code="invalid_json")
+    return data
+
+
+def int_query(request: web.Request, name: str, *, default: int | None,
+              minimum: int, maximum: int | None = None) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer", code=f"invalid_{name}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+        raise BadRequest(f"{name} must be {bounds}", code=f"invalid_{name}")
+    return value

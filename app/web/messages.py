@@ -1,0 +1,91 @@
+"""Ingress: `POST /v1/messages` validates, appends to `imflow.inbound`, answers 202 on ack."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from app.errors import BadRequest, Forbidden, PayloadTooLarge, StoreUnavailable, Unavailable
+from app.models import (
+    RECORD_VERSION,
+    ClientMsgId,
+    MessageType,
+    UserId,
+    direct_conversation,
+    message_id_for,
+    now_ms,
+    parse_conversation,
+)
+from app.web.context import PRODUCER, SETTINGS, identity, json_body, json_response
+
+RETRY_AFTER_S = 1
+
+
+class SendRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    to: UserId | None = None
+    conversation: str | None = None
+    client_msg_id: ClientMsgId
+    type: MessageType = "text"
+    body: Any = None
+
+
+def _validation_error(exc: ValidationError) -> BadRequest:
+    first = exc.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "body"
+    return BadRequest(f"{field}: {first['msg']}", code=f"invalid_{field}")
+
+
+def _conversation_for(sender: str, req: SendRequest) -> str:
+    if (req.to is None) == (req.conversation is None):
+        raise BadRequest("give exactly one of 'to' and 'conversation'", code="invalid_target")
+    if req.to is not None:
+        return direct_conversation(sender, req.to)
+    assert req.conversation is not None
+    try:
+        kind, parts = parse_conversation(req.conversation)
+    except ValueError as exc:
+        raise BadRequest(str(exc), code="invalid_conversation") from None
+    if kind == "u" and sender not in parts:
+        raise Forbidden("you are not in this conversation", code="not_a_member")
+    return req.conversation
+
+
+async def post_message(request: web.Request) -> web.Response:
+    me = identity(request)
+    settings = request.app[SETTINGS]
+    data = await json_body(request)
+    try:
+        req = SendRequest.model_validate(data)
+    except ValidationError as exc:
+        raise _validation_error(exc) from None
+    if len(orjson.dumps(req.body)) > settings.max_body_bytes:
+        raise PayloadTooLarge(f"body exceeds {settings.max_body_bytes} bytes encoded")
+    cid = _conversation_for(me.user, req)
+    message_id = message_id_for(me.user, req.client_msg_id)
+    accepted_at = now_ms()
+    record = {
+        "v": RECORD_VERSION,
+        "kind": "send",
+        "conversation_id": cid,
+        "sender": me.user,
+        "client_msg_id": req.client_msg_id,
+        "type": req.type,
+        "body": req.body,
+        "message_id": message_id,
+        "accepted_at": accepted_at,
+    }
+    try:
+        await request.app[PRODUCER].send(settings.topic_inbound, cid, record)
+    except StoreUnavailable:
+        raise Unavailable("message queue unavailable, nothing was stored; retry",
+                          code="kafka_unavailable", retry_after=RETRY_AFTER_S) from None
+    return json_response(
+        {"message_id": message_id, "conversation_id": cid,
+         "client_msg_id": req.client_msg_id, "accepted_at": accepted_at},
+        status=202,
+    )
