@@ -11,6 +11,7 @@ import asyncio
 import base64
 import logging
 from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -37,11 +38,13 @@ RETRY_MAX_S = 5.0
 def create_faust_app(name: str, settings: Settings | None = None) -> faust.App:
     """A Faust app named `imflow-<name>` (= its consumer group) configured from settings."""
     s = settings or get_settings()
+    datadir = Path(s.faust_data_dir) / name
+    datadir.parent.mkdir(parents=True, exist_ok=True)
     return faust.App(
         f"imflow-{name}",
         broker=[f"kafka://{host}" for host in s.kafka_bootstrap.split(",")],
         store=s.faust_store,
-        datadir=f"{s.faust_data_dir}/{name}",
+        datadir=str(datadir),
         topic_partitions=s.partitions,
         topic_replication_factor=s.replication_factor,
         producer_acks=-1,

@@ -59,11 +59,13 @@ async def sequence_batch(events: Sequence[EventT]) -> None:
         msg = event.message
         try:
             record = parse_inbound(msg.value, max_bytes=MAX_RECORD_BYTES)
-            decision = decide(record, partition=msg.partition, offset=msg.offset,
-                              record_ts=int(msg.timestamp * 1000), get=get)
         except RecordError as exc:
             await dead_letters.send(event, exc.reason)
             continue
+        decision = decide(record, partition=msg.partition, offset=msg.offset,
+                          record_ts=int(msg.timestamp * 1000), get=get)
+        if decision.status == "rejected":
+            await dead_letters.send(event, decision.reason)  # acked before the state write
         if decision.output is not None:
             outputs.append(decision.output)
         for key, value in decision.writes:

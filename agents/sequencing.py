@@ -38,7 +38,7 @@ CONV = "conv:"  # conv:<cid>      -> {"seq", "ts", "offset"}
 DEDUP = "dedup:"  # dedup:<id>    -> {"seq", "ts", "offset", "partition"}
 MEMBERS = "members:"  # members:<cid> -> {"owner", "members", "offset"}
 
-Status = Literal["applied", "duplicate", "already_applied", "repaired"]
+Status = Literal["applied", "duplicate", "already_applied", "repaired", "rejected"]
 
 
 @dataclass
@@ -46,26 +46,13 @@ class Decision:
     status: Status
     output: SequencedRecord | None = None
     writes: list[tuple[str, Any]] = field(default_factory=list)
-
-
-def _apply_op(op: str, before: set[str], changed: set[str]) -> set[str]:
-    if op == "remove":
-        return before - changed
-    return before | changed
-
-
-def _before_from_after(op: str, after: set[str], changed: set[str]) -> set[str]:
-    if op == "remove":
-        return after | changed
-    if op == "create":
-        return set()
-    return after - changed
+    reason: str = ""
 
 
 def decide(
     record: InboundRecord, *, partition: int, offset: int, record_ts: int, get: Getter
 ) -> Decision:
-    """Decide what one inbound record does; raise RecordError to dead-letter it."""
+    """Decide what one inbound record does; a "rejected" decision goes to dead-letter."""
     cid = record.conversation_id
     conv = get(CONV + cid) or {"seq": 0, "ts": 0, "offset": -1}
     if conv["offset"] >= offset:
@@ -88,8 +75,19 @@ def decide(
     ts = max(record.accepted_at or record_ts, conv["ts"])
     writes: list[tuple[str, Any]] = []
     output: SequencedRecord
+    try:
+        if isinstance(record, InboundSend):
+            recipients = _recipients_for_send(record, get)
+        else:
+            output, members_write = _membership_change(
+                record, seq=seq, ts=ts, offset=offset, get=get
+            )
+    except RecordError as exc:
+        # A rejection depends on the membership; recording its offset keeps a re-read
+        # after a crash from judging it against a later membership.
+        return Decision("rejected", reason=exc.reason,
+                        writes=[(CONV + cid, {**conv, "offset": offset})])
     if isinstance(record, InboundSend):
-        recipients = _recipients_for_send(record, get)
         message = Message(
             message_id=event_id,
             conversation_id=cid,
@@ -101,10 +99,8 @@ def decide(
             ts=ts,
         )
         output = SequencedRecord(message=message, recipients=recipients)
-    else:
-        output, members_write = _membership_change(record, seq=seq, ts=ts, offset=offset, get=get)
-        if members_write is not None:
-            writes.append(members_write)
+    elif members_write is not None:
+        writes.append(members_write)
     dedup = {"seq": seq, "ts": ts, "offset": offset, "partition": partition}
     writes.append((DEDUP + event_id, dedup))
     writes.append((CONV + cid, {"seq": seq, "ts": ts, "offset": offset}))
@@ -132,9 +128,11 @@ def _membership_change(
     group = get(key)
     changed = set(record.members)
     if group is not None and group.get("offset") == offset:
-        # This very record was applied to the membership before a crash.
+        # This very record was applied to the membership before a crash: undo its
+        # effective change to recover the membership it was applied to.
         after = set(group["members"])
-        before = _before_from_after(record.op, after, changed)
+        effective = set(group["effective"])
+        before = after | effective if record.op == "remove" else after - effective
         owner = group["owner"]
         write = None
     else:
@@ -154,15 +152,22 @@ def _membership_change(
             if record.op == "remove" and owner in changed:
                 raise RecordError("the owner cannot be removed from the group")
             before = set(group["members"])
-        after = _apply_op(record.op, before, changed)
-        write = (key, {"owner": owner, "members": sorted(after), "offset": offset})
+        if record.op == "remove":
+            effective = changed & before
+            after = before - effective
+        else:
+            effective = changed - before
+            after = before | effective
+        write = (key, {"owner": owner, "members": sorted(after), "offset": offset,
+                       "effective": sorted(effective)})
     message = Message(
         message_id=record.event_id,
         conversation_id=record.conversation_id,
         seq=seq,
         sender=record.actor,
         type=MEMBERS_MESSAGE_TYPE,
-        body={"op": record.op, "actor": record.actor, "members": sorted(changed), "owner": owner},
+        body={"op": record.op, "actor": record.actor, "members": sorted(effective),
+              "owner": owner},
         client_msg_id=record.event_id,
         ts=ts,
     )
