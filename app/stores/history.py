@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -60,13 +61,8 @@ class HistoryStore:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._pool = happybase.ConnectionPool(
-            size=settings.hbase_pool_size,
-            host=settings.hbase_host,
-            port=settings.hbase_port,
-            timeout=settings.hbase_timeout_ms,
-            autoconnect=False,
-        )
+        self._pool: happybase.ConnectionPool | None = None  # made on first use, in a worker
+        self._pool_lock = threading.Lock()
         self._executor = ThreadPoolExecutor(
             max_workers=settings.hbase_pool_size, thread_name_prefix="hbase"
         )
@@ -75,9 +71,21 @@ class HistoryStore:
     async def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
+    def _connection_pool(self) -> happybase.ConnectionPool:
+        # happybase connects when a pool is built; doing it lazily lets a process start
+        # (and report "not ready") while HBase is still down.
+        with self._pool_lock:
+            if self._pool is None:
+                s = self._settings
+                self._pool = happybase.ConnectionPool(
+                    size=s.hbase_pool_size, host=s.hbase_host, port=s.hbase_port,
+                    timeout=s.hbase_timeout_ms,
+                )
+            return self._pool
+
     async def _run(self, fn: Callable[[happybase.Connection], T]) -> T:
         def call() -> T:
-            with self._pool.connection() as conn:
+            with self._connection_pool().connection() as conn:
                 return fn(conn)
 
         loop = asyncio.get_running_loop()
