@@ -36,12 +36,12 @@ RETRY_MAX_S = 5.0
 
 
 def create_faust_app(name: str, settings: Settings | None = None) -> faust.App:
-    """A Faust app named `imflow-<name>` (= its consumer group) configured from settings."""
+    """A Faust app `<prefix>-<name>` (= its consumer group) configured from settings."""
     s = settings or get_settings()
-    datadir = Path(s.faust_data_dir) / name
+    datadir = Path(s.faust_data_dir) / f"{s.app_prefix}-{name}"
     datadir.parent.mkdir(parents=True, exist_ok=True)
     return faust.App(
-        f"imflow-{name}",
+        f"{s.app_prefix}-{name}",
         broker=[f"kafka://{host}" for host in s.kafka_bootstrap.split(",")],
         store=s.faust_store,
         datadir=str(datadir),
@@ -148,7 +148,7 @@ async def retry_forever(what: str, call: Callable[[], Awaitable[Any]]) -> Any:
 
 
 async def sequenced_batches(
-    stream: faust.StreamT, settings: Settings, dead_letters: DeadLetters
+    stream: Any, settings: Settings, dead_letters: DeadLetters
 ) -> AsyncIterable[Sequence[SequencedRecord]]:
     """Batches of parsed `imflow.messages` records; malformed ones go to dead-letter."""
     async for events in stream.take_events(settings.agent_batch_max,

@@ -7,6 +7,7 @@ batch and does not advance, so no offset past unstored records is committed.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from agents.base import (
@@ -21,7 +22,8 @@ from app.settings import get_settings
 
 settings = get_settings()
 app = create_faust_app("history", settings)
-history_service = app.add_dependency(HistoryService(settings))
+history_service = HistoryService(settings)
+app.add_dependency(history_service)
 messages_topic = topic(app, settings.topic_messages)
 dead_letters = DeadLetters(app, settings)
 
@@ -32,4 +34,4 @@ async def append_to_history(stream: Any) -> None:
     async for records in sequenced_batches(stream, settings, dead_letters):
         messages = [r.message for r in records]
         if messages:
-            await retry_forever("history write", lambda m=messages: store.write(m))
+            await retry_forever("history write", partial(store.write, messages))

@@ -6,6 +6,7 @@ so redelivery after a crash or a replay never doubles an entry.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from agents.base import (
@@ -21,7 +22,8 @@ from app.stores.inbox import InboxStore
 
 settings = get_settings()
 app = create_faust_app("inbox", settings)
-redis_service = app.add_dependency(RedisService(settings))
+redis_service = RedisService(settings)
+app.add_dependency(redis_service)
 messages_topic = topic(app, settings.topic_messages)
 dead_letters = DeadLetters(app, settings)
 
@@ -32,4 +34,4 @@ async def fan_out_to_inboxes(stream: Any) -> None:
 
     async for records in sequenced_batches(stream, settings, dead_letters):
         if records:
-            await retry_forever("inbox deliver", lambda r=records: store.deliver(list(r)))
+            await retry_forever("inbox deliver", partial(store.deliver, list(records)))

@@ -7,6 +7,7 @@ best effort on top of the inbox: a device that misses a push gets the message by
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from agents.base import (
@@ -22,7 +23,8 @@ from app.stores.push import PushPublisher
 
 settings = get_settings()
 app = create_faust_app("push", settings)
-redis_service = app.add_dependency(RedisService(settings))
+redis_service = RedisService(settings)
+app.add_dependency(redis_service)
 messages_topic = topic(app, settings.topic_messages)
 dead_letters = DeadLetters(app, settings)
 
@@ -33,4 +35,4 @@ async def push_to_devices(stream: Any) -> None:
 
     async for records in sequenced_batches(stream, settings, dead_letters):
         if records:
-            await retry_forever("push publish", lambda r=records: publisher.publish(list(r)))
+            await retry_forever("push publish", partial(publisher.publish, list(records)))

@@ -15,14 +15,16 @@ DAY_S = 86_400
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="IMFLOW_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="IMFLOW_", env_file=".env", extra="ignore")
 
     # --- secrets and auth ---
     secret: SecretStr = Field(
-        SecretStr("dev-secret-change-me"),
-        description="HS256 key for client JWTs; set a real one in production.",
+        description="HS256 key for client JWTs (`make run` writes a random one to .env).",
+        min_length=32,
     )
     token_ttl_s: int = 86_400
+
+    app_prefix: str = Field("imflow", description="Prefix of Faust app ids (consumer groups).")
 
     # --- Kafka ---
     kafka_bootstrap: str = "127.0.0.1:9092"

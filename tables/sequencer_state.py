@@ -65,7 +65,8 @@ def create_state_table(app: faust.App, settings: Settings) -> PinnedPartitionTab
         schema=faust.Schema(key_serializer="json", value_serializer="json"),
         help="imflow sequencer: conv seq counters, dedup window, group memberships",
     )
-    return app.tables.add(table)
+    app.tables.add(table)
+    return table
 
 
 def prune_dedup(table: PinnedPartitionTable, *, window_s: int, active: set[int]) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import redis.asyncio as aioredis
@@ -110,7 +110,10 @@ class InboxStore:
         start = floor
         if after is not None and _id_tuple(after) >= _id_tuple(floor):
             start = "(" + after
-        rows = await self._redis.xrange(inbox_key(user), min=start, max="+", count=limit + 1)
+        rows = cast(
+            list[tuple[bytes, dict[bytes, bytes]]],
+            await self._redis.xrange(inbox_key(user), min=start, max="+", count=limit + 1),
+        )
         has_more = len(rows) > limit
         rows = rows[:limit]
         messages = [orjson.loads(fields[b"m"]) for _, fields in rows]
@@ -118,7 +121,7 @@ class InboxStore:
         return InboxPage(messages=messages, cursor=cursor, has_more=has_more)
 
     async def device_cursor(self, user: str, device: str) -> str | None:
-        value = await self._redis.hget(_cursor_key(user), device)
+        value = cast(bytes | None, await self._redis.hget(_cursor_key(user), device))
         return value.decode() if value is not None else None
 
     async def save_device_cursor(self, user: str, device: str, cursor: str) -> None:

@@ -7,7 +7,7 @@ the users connected to it, so a device gets its messages whatever process it is 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 
@@ -64,7 +64,7 @@ class PresenceStore:
         await self._disconnect(keys=[presence_key(user)], args=[device, connection])
 
     async def devices(self, user: str) -> dict[str, str]:
-        raw = await self._redis.hgetall(presence_key(user))
+        raw = cast(dict[bytes, bytes], await self._redis.hgetall(presence_key(user)))
         return {k.decode(): v.decode() for k, v in raw.items()}
 
 

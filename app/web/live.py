@@ -34,7 +34,8 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     await presence.connected(me.user, me.device, connection)
     refresher = asyncio.create_task(keep_presence())
     try:
-        await ws.send_str(orjson.dumps({"type": "ready", "user": me.user, "device": me.device}).decode())
+        ready = {"type": "ready", "user": me.user, "device": me.device}
+        await ws.send_str(orjson.dumps(ready).decode())
         async for msg in ws:
             if msg.type == WSMsgType.TEXT and msg.data.strip() in ('{"type":"ping"}', "ping"):
                 await ws.send_str('{"type":"pong"}')

@@ -1,0 +1,40 @@
+# imflow: `make run` starts everything on a fresh machine, `make test` runs every test.
+# Both install what they need (apt packages, .venv, jars from Maven Central) on first use.
+SHELL := /bin/bash
+VENV := $(CURDIR)/.venv
+BIN := $(VENV)/bin
+export PATH := $(BIN):$(PATH)
+
+.PHONY: install services init run test lint unit stop status bench
+
+install:  ## apt packages, the .venv and the Kafka/HBase jars (idempotent)
+	bash scripts/install.sh
+
+services: ## install, then start Redis, Kafka and HBase in the background
+	bash scripts/services.sh start
+
+.env:     ## a random development JWT secret, read by every imflow process
+	@umask 077; echo "IMFLOW_SECRET=$$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')" > .env
+	@echo "wrote .env with a new IMFLOW_SECRET"
+
+init: .env ## create the Kafka topics and the HBase table (idempotent; services must run)
+	$(BIN)/imflow init
+
+run: services init ## everything: services, then web + every agent (Procfile) until Ctrl-C
+	$(BIN)/honcho start -f Procfile
+
+lint:     ## ruff + mypy
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+unit: install ## the fast unit tests only (no services)
+	$(BIN)/pytest -m "not services" tests/unit
+
+test: services lint ## the whole suite against the real Kafka, HBase and Redis
+	$(BIN)/pytest
+
+stop:     ## stop the services this project started
+	bash scripts/services.sh stop
+
+status:
+	bash scripts/services.sh status

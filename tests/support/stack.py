@@ -1,0 +1,140 @@
+"""Runs imflow's real processes (web x2 + every agent) against the real services.
+
+Each test session gets its own topics, consumer groups, HBase table and Redis database,
+so it never mixes with a `make run` on the same machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from app.auth import mint_token
+from app.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+AGENTS = ("sequencer", "inbox", "history", "push")
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def session_env(run_id: str, workdir: Path, **overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMFLOW_")}
+    for k in ("IMFLOW_KAFKA_BOOTSTRAP", "IMFLOW_REDIS_URL", "IMFLOW_HBASE_HOST",
+              "IMFLOW_HBASE_PORT"):
+        if k in os.environ:
+            env[k] = os.environ[k]
+    env.update(
+        IMFLOW_SECRET=secrets.token_urlsafe(48),
+        IMFLOW_APP_PREFIX=f"imflowtest-{run_id}",
+        IMFLOW_TOPIC_INBOUND=f"imflowtest.{run_id}.inbound",
+        IMFLOW_TOPIC_MESSAGES=f"imflowtest.{run_id}.messages",
+        IMFLOW_TOPIC_DEAD_LETTER=f"imflowtest.{run_id}.dead-letter",
+        IMFLOW_HBASE_TABLE=f"history_{run_id}",
+        IMFLOW_PARTITIONS="4",
+        IMFLOW_FAUST_DATA_DIR=str(workdir / "faust"),
+        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        PYTHONUNBUFFERED="1",
+    )
+    env.setdefault("IMFLOW_REDIS_URL", "redis://127.0.0.1:6379/9")
+    env.update(overrides)
+    return env
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+        if self.popen.poll() is not None:
+            return
+        self.popen.send_signal(sig)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(10)
+
+    def tail(self, n: int = 40) -> str:
+        lines = self.log.read_text(errors="replace").splitlines() if self.log.exists() else []
+        return "\n".join(lines[-n:])
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    workdir: Path
+    settings: Settings
+    processes: dict[str, Process] = field(default_factory=dict)
+    web_urls: list[str] = field(default_factory=list)
+
+    def token(self, user: str, device: str = "default", ttl_s: int = 3600) -> str:
+        return mint_token(self.env["IMFLOW_SECRET"], user, device=device, ttl_s=ttl_s)
+
+    def start(self, name: str, *argv: str) -> Process:
+        log = self.workdir / f"{name}.log"
+        with log.open("ab") as out:
+            popen = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=out,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        proc = Process(name, popen, log)
+        self.processes[name] = proc
+        return proc
+
+    def start_agent(self, agent: str) -> Process:
+        return self.start(agent, str(BIN / "faust"), "-A", f"agents.{agent}", "worker",
+                          "--without-web", "-l", "info")
+
+    def start_web(self, name: str, port: int) -> Process:
+        proc = self.start(name, str(BIN / "imflow"), "web", "--port", str(port))
+        url = f"http://127.0.0.1:{port}"
+        if url not in self.web_urls:
+            self.web_urls.append(url)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.processes.values():
+            proc.stop()
+
+    def describe_failure(self) -> str:
+        return "\n\n".join(f"--- {p.name} (exit {p.popen.poll()}):\n{p.tail()}"
+                           for p in self.processes.values())
+
+
+async def wait_for(predicate: Callable[[], Awaitable[T | None]], *, timeout: float,
+                   what: str, interval: float = 0.05) -> T:
+    """Await until `predicate` returns a truthy value; fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = await predicate()
+        except Exception as exc:  # the condition may raise while a process warms up
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last={last!r}")
+        await asyncio.sleep(interval)
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:10]
