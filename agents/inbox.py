@@ -18,6 +18,7 @@ from agents.base import (
     topic,
 )
 from app.settings import get_settings
+from app.stores.groups import GroupStore
 from app.stores.inbox import InboxStore
 
 settings = get_settings()
@@ -31,7 +32,10 @@ dead_letters = DeadLetters(app, settings)
 @app.agent(messages_topic)
 async def fan_out_to_inboxes(stream: Any) -> None:
     store = InboxStore(redis_service.client, retention_s=settings.inbox_retention_s)
+    groups = GroupStore(redis_service.client)
 
     async for records in sequenced_batches(stream, settings, dead_letters):
         if records:
+            # Membership first: whoever sees the event in their inbox can act on it at once.
+            await retry_forever("group projection", partial(groups.apply, list(records)))
             await retry_forever("inbox deliver", partial(store.deliver, list(records)))

@@ -94,7 +94,7 @@ async def _wait_until_flowing(stack: Stack) -> None:
             async def ready(url: str = url) -> bool:
                 async with session.get(url + "/readyz") as resp:
                     return resp.status == 200
-            await wait_for(ready, timeout=STARTUP_TIMEOUT_S, what=f"{url}/readyz")
+            await wait_for(ready, within=STARTUP_TIMEOUT_S, what=f"{url}/readyz")
         client = Client(session, stack.web_urls[0], stack.token("warmup-a"))
         reader = Client(session, stack.web_urls[0], stack.token("warmup-b"))
         await client.send(to="warmup-b", client_msg_id="warmup", body="warm-up")
@@ -104,7 +104,7 @@ async def _wait_until_flowing(stack: Stack) -> None:
             history = await reader.history("u:warmup-a:warmup-b")
             return bool(inbox["messages"]) and bool(history["messages"])
 
-        await wait_for(delivered, timeout=STARTUP_TIMEOUT_S, what="the warm-up message")
+        await wait_for(delivered, within=STARTUP_TIMEOUT_S, what="the warm-up message")
 
 
 @pytest_asyncio.fixture(scope="session")

@@ -19,25 +19,31 @@ import redis.asyncio as aioredis
 
 from app.models import SequencedRecord
 
-# KEYS per delivery: inbox, applied, unread, convs.
-# ARGV: minid, ttl_s, then per delivery: conversation, seq, counts_as_unread, payload.
+# KEYS per delivery: inbox, applied, convs, read markers, unread seqs of this conversation.
+# ARGV: minid, ttl_s, then per delivery: conversation, seq, role, payload, where role is
+# "o" (from someone else: unread unless already read), "s" (the user's own: read) or "e".
 _DELIVER_LUA = """
 local minid = ARGV[1]
 local ttl = tonumber(ARGV[2])
 local written = 0
 local k = 1
 for i = 3, #ARGV, 4 do
-  local inbox, applied, unread, convs = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
-  k = k + 4
-  local conv, seq, payload = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 3]
+  local inbox, applied, convs, read, unread = KEYS[k], KEYS[k+1], KEYS[k+2], KEYS[k+3], KEYS[k+4]
+  k = k + 5
+  local conv, seq, role, payload = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]
   local last = tonumber(redis.call('HGET', applied, conv) or '0')
   if seq > last then
     redis.call('XADD', inbox, 'MINID', minid, '*', 'm', payload)
     redis.call('HSET', applied, conv, seq)
     redis.call('HSET', convs, conv, payload)
-    if ARGV[i + 2] == '1' then
-      redis.call('HINCRBY', unread, conv, 1)
+    local read_seq = tonumber(redis.call('HGET', read, conv) or '0')
+    if role == 'o' and seq > read_seq then
+      redis.call('ZADD', unread, seq, seq)
       redis.call('EXPIRE', unread, ttl)
+    elseif role == 's' and seq > read_seq then
+      redis.call('HSET', read, conv, seq)
+      redis.call('ZREMRANGEBYSCORE', unread, '-inf', seq)
+      redis.call('EXPIRE', read, ttl)
     end
     redis.call('EXPIRE', inbox, ttl)
     redis.call('EXPIRE', applied, ttl)
@@ -48,14 +54,29 @@ end
 return written
 """
 
+# KEYS: read markers, unread seqs of the conversation; ARGV: conversation, seq, ttl_s.
+_MARK_READ_LUA = """
+local seq = tonumber(ARGV[2])
+if seq > tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') then
+  redis.call('HSET', KEYS[1], ARGV[1], seq)
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', seq)
+return redis.call('ZCARD', KEYS[2])
+"""
+
 
 def inbox_key(user: str) -> str:
     return f"inbox:{{{user}}}"
 
 
-def _keys(user: str) -> list[str]:
+def _keys(user: str, cid: str) -> list[str]:
     tag = f"{{{user}}}"
-    return [f"inbox:{tag}", f"applied:{tag}", f"unread:{tag}", f"convs:{tag}"]
+    return [f"inbox:{tag}", f"applied:{tag}", f"convs:{tag}", f"read:{tag}", _unread_key(user, cid)]
+
+
+def _unread_key(user: str, cid: str) -> str:
+    return f"unread:{{{user}}}:{cid}"
 
 
 def _cursor_key(user: str) -> str:
@@ -81,6 +102,7 @@ class InboxStore:
         self._redis = client
         self._retention_s = retention_s
         self._deliver = client.register_script(_DELIVER_LUA)
+        self._mark_read = client.register_script(_MARK_READ_LUA)
 
     def _min_id(self) -> str:
         return f"{int(time.time() * 1000) - self._retention_s * 1000}-0"
@@ -93,9 +115,9 @@ class InboxStore:
             msg = record.message
             payload = msg.model_dump_json()
             for user in record.recipients:
-                keys.extend(_keys(user))
-                unread = "1" if record.kind == "message" and user != msg.sender else "0"
-                args.extend((msg.conversation_id, msg.seq, unread, payload))
+                keys.extend(_keys(user, msg.conversation_id))
+                role = "s" if user == msg.sender else "o" if record.kind == "message" else "e"
+                args.extend((msg.conversation_id, msg.seq, role, payload))
         if not keys:
             return 0
         return int(await self._deliver(keys=keys, args=args))
@@ -130,3 +152,25 @@ class InboxStore:
             pipe.hset(key, device, cursor)
             pipe.expire(key, self._retention_s)
             await pipe.execute()
+
+    async def mark_read(self, user: str, cid: str, seq: int) -> int:
+        """Move the read marker to `seq` (never back); returns the unread count left."""
+        keys = [f"read:{{{user}}}", _unread_key(user, cid)]
+        return int(await self._mark_read(keys=keys, args=[cid, seq, self._retention_s]))
+
+    async def conversations(self, user: str) -> list[dict[str, Any]]:
+        """The user's conversations with their last message and unread count, newest first."""
+        convs = cast(dict[bytes, bytes], await self._redis.hgetall(f"convs:{{{user}}}"))
+        cids = [c.decode() for c in convs]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for cid in cids:
+                pipe.zcard(_unread_key(user, cid))
+            counts = await pipe.execute()
+        items = [
+            {"conversation_id": cid, "last_message": orjson.loads(convs[cid.encode()]),
+             "unread": int(count)}
+            for cid, count in zip(cids, counts, strict=True)
+        ]
+        items.sort(key=lambda c: (c["last_message"]["ts"], c["last_message"]["seq"]),
+                   reverse=True)
+        return items

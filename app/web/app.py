@@ -17,12 +17,14 @@ from prometheus_client import Counter, Histogram
 
 from app.errors import ApiError, StoreUnavailable
 from app.settings import Settings
+from app.stores.groups import GroupStore
 from app.stores.history import HistoryStore
 from app.stores.inbox import InboxStore
 from app.stores.kafka import InboundProducer
 from app.stores.push import PresenceStore
-from app.web import live, messages, ops, reads
+from app.web import groups, live, messages, ops, reads
 from app.web.context import (
+    GROUPS,
     HISTORY,
     INBOX,
     PRESENCE,
@@ -89,7 +91,12 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend([_redis_ctx, _producer_ctx, _history_ctx])
     app.router.add_post("/v1/messages", messages.post_message)
     app.router.add_get("/v1/sync", reads.sync)
+    app.router.add_get("/v1/conversations", reads.conversations)
     app.router.add_get("/v1/conversations/{cid}/messages", reads.history)
+    app.router.add_post("/v1/conversations/{cid}/read", reads.mark_read)
+    app.router.add_post("/v1/groups", groups.create_group)
+    app.router.add_post("/v1/groups/{gid}/members", groups.change_members)
+    app.router.add_get("/v1/groups/{gid}/members", groups.list_members)
     app.router.add_get("/v1/ws", live.websocket)
     app.router.add_get("/v1/openapi.json", openapi)
     app.router.add_get("/healthz", ops.healthz)
@@ -104,6 +111,7 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     app[REDIS] = client
     app[INBOX] = InboxStore(client, retention_s=settings.inbox_retention_s)
     app[PRESENCE] = PresenceStore(client, ttl_s=settings.presence_ttl_s)
+    app[GROUPS] = GroupStore(client)
     hub = PushHub(client, settings.node_id or f"{settings.host}:{settings.port}")
     await hub.start()
     app[PUSH_HUB] = hub

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
 from aiohttp import web
+from pydantic import BaseModel, ValidationError
 
 from app.auth import Identity, verify_token
 from app.errors import BadRequest, PayloadTooLarge, Unauthorized
 from app.settings import Settings
+from app.stores.groups import GroupStore
 from app.stores.history import HistoryStore
 from app.stores.inbox import InboxStore
 from app.stores.kafka import InboundProducer
 from app.stores.push import PresenceStore
 from app.web.push_hub import PushHub
+
+M = TypeVar("M", bound=BaseModel)
 
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", aioredis.Redis)
@@ -24,6 +28,7 @@ INBOX = web.AppKey("inbox", InboxStore)
 HISTORY = web.AppKey("history", HistoryStore)
 PRESENCE = web.AppKey("presence", PresenceStore)
 PUSH_HUB = web.AppKey("push_hub", PushHub)
+GROUPS = web.AppKey("groups", GroupStore)
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None
@@ -73,3 +78,13 @@ def int_query(request: web.Request, name: str, *, default: int | None,
         bounds = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
         raise BadRequest(f"{name} must be {bounds}", code=f"invalid_{name}")
     return value
+
+
+def validated(model: type[M], data: dict[str, Any]) -> M:
+    """`data` as `model`, or 400 with a code naming the first bad field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "body"
+        raise BadRequest(f"{field}: {first['msg']}", code=f"invalid_{field}") from None

@@ -6,9 +6,9 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from app.errors import BadRequest, Forbidden, PayloadTooLarge, StoreUnavailable, Unavailable
+from app.errors import BadRequest, PayloadTooLarge, StoreUnavailable, Unavailable
 from app.models import (
     RECORD_VERSION,
     ClientMsgId,
@@ -17,9 +17,9 @@ from app.models import (
     direct_conversation,
     message_id_for,
     now_ms,
-    parse_conversation,
 )
-from app.web.context import PRODUCER, SETTINGS, identity, json_body, json_response
+from app.web.access import require_member
+from app.web.context import PRODUCER, SETTINGS, identity, json_body, json_response, validated
 
 RETRY_AFTER_S = 1
 
@@ -34,24 +34,13 @@ class SendRequest(BaseModel):
     body: Any = None
 
 
-def _validation_error(exc: ValidationError) -> BadRequest:
-    first = exc.errors()[0]
-    field = ".".join(str(p) for p in first["loc"]) or "body"
-    return BadRequest(f"{field}: {first['msg']}", code=f"invalid_{field}")
-
-
-def _conversation_for(sender: str, req: SendRequest) -> str:
+async def _conversation_for(app: web.Application, sender: str, req: SendRequest) -> str:
     if (req.to is None) == (req.conversation is None):
         raise BadRequest("give exactly one of 'to' and 'conversation'", code="invalid_target")
     if req.to is not None:
         return direct_conversation(sender, req.to)
     assert req.conversation is not None
-    try:
-        kind, parts = parse_conversation(req.conversation)
-    except ValueError as exc:
-        raise BadRequest(str(exc), code="invalid_conversation") from None
-    if kind == "u" and sender not in parts:
-        raise Forbidden("you are not in this conversation", code="not_a_member")
+    await require_member(app, req.conversation, sender)
     return req.conversation
 
 
@@ -59,13 +48,10 @@ async def post_message(request: web.Request) -> web.Response:
     me = identity(request)
     settings = request.app[SETTINGS]
     data = await json_body(request)
-    try:
-        req = SendRequest.model_validate(data)
-    except ValidationError as exc:
-        raise _validation_error(exc) from None
+    req = validated(SendRequest, data)
     if len(orjson.dumps(req.body)) > settings.max_body_bytes:
         raise PayloadTooLarge(f"body exceeds {settings.max_body_bytes} bytes encoded")
-    cid = _conversation_for(me.user, req)
+    cid = await _conversation_for(request.app, me.user, req)
     message_id = message_id_for(me.user, req.client_msg_id)
     accepted_at = now_ms()
     record = {

@@ -1,14 +1,25 @@
-"""Reads: the offline pull (`GET /v1/sync`) and conversation history pages."""
+"""Reads: the offline pull, the conversation list with unread counts, history pages,
+and the read marker."""
 
 from __future__ import annotations
 
 import re
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
 
-from app.errors import BadRequest, Forbidden
-from app.models import parse_conversation
-from app.web.context import HISTORY, INBOX, SETTINGS, identity, int_query, json_response
+from app.errors import BadRequest
+from app.web.access import require_member
+from app.web.context import (
+    HISTORY,
+    INBOX,
+    SETTINGS,
+    identity,
+    int_query,
+    json_body,
+    json_response,
+    validated,
+)
 
 _CURSOR_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
 
@@ -44,12 +55,7 @@ async def history(request: web.Request) -> web.Response:
     me = identity(request)
     settings = request.app[SETTINGS]
     cid = request.match_info["cid"]
-    try:
-        kind, parts = parse_conversation(cid)
-    except ValueError as exc:
-        raise BadRequest(str(exc), code="invalid_conversation") from None
-    if kind == "u" and me.user not in parts:
-        raise Forbidden("you are not in this conversation", code="not_a_member")
+    await require_member(request.app, cid, me.user)
     limit = int_query(request, "limit", default=settings.history_default_limit,
                       minimum=1, maximum=settings.history_max_limit)
     before = int_query(request, "before", default=None, minimum=1)
@@ -59,3 +65,25 @@ async def history(request: web.Request) -> web.Response:
     return json_response(
         {"messages": page.messages, "has_more": page.has_more, "next_before": page.next_before}
     )
+
+
+async def conversations(request: web.Request) -> web.Response:
+    """The caller's conversations: last message and unread count, most recent first."""
+    me = identity(request)
+    items = await request.app[INBOX].conversations(me.user)
+    return json_response({"conversations": items})
+
+
+class ReadMarker(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    seq: int = Field(ge=0)
+
+
+async def mark_read(request: web.Request) -> web.Response:
+    """Marks the conversation read up to `seq` (never moves back); returns what is left."""
+    me = identity(request)
+    cid = request.match_info["cid"]
+    await require_member(request.app, cid, me.user)
+    marker = validated(ReadMarker, await json_body(request))
+    unread = await request.app[INBOX].mark_read(me.user, cid, marker.seq)
+    return json_response({"conversation_id": cid, "read_seq": marker.seq, "unread": unread})

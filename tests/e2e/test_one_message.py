@@ -49,7 +49,7 @@ async def test_one_message_reaches_inboxes_history_and_the_open_websocket(
         page = await receiver.sync()
         return page if page["messages"] else None
 
-    page = await wait_for(bob_inbox, timeout=DELIVERY_TIMEOUT_S, what="bob's inbox")
+    page = await wait_for(bob_inbox, within=DELIVERY_TIMEOUT_S, what="bob's inbox")
     assert page["has_more"] is False
     assert [m["message_id"] for m in page["messages"]] == [accepted["message_id"]]
     assert page["messages"][0] == pushed["message"]
@@ -62,7 +62,7 @@ async def test_one_message_reaches_inboxes_history_and_the_open_websocket(
         page = await sender.history(cid)
         return page if page["messages"] else None
 
-    history = await wait_for(in_history, timeout=DELIVERY_TIMEOUT_S, what="the history row")
+    history = await wait_for(in_history, within=DELIVERY_TIMEOUT_S, what="the history row")
     assert history == {"messages": [pushed["message"]], "has_more": False, "next_before": None}
 
 

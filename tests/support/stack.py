@@ -119,10 +119,10 @@ class Stack:
                            for p in self.processes.values())
 
 
-async def wait_for(predicate: Callable[[], Awaitable[T | None]], *, timeout: float,
+async def wait_for(predicate: Callable[[], Awaitable[T | None]], *, within: float,
                    what: str, interval: float = 0.05) -> T:
-    """Await until `predicate` returns a truthy value; fail with `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
+    """Await until `predicate` returns a truthy value; fail with `what` after `within` s."""
+    deadline = time.monotonic() + within
     last: Any = None
     while True:
         try:
@@ -132,7 +132,7 @@ async def wait_for(predicate: Callable[[], Awaitable[T | None]], *, timeout: flo
         if last and not isinstance(last, Exception):
             return last
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last={last!r}")
+            raise AssertionError(f"timed out after {within}s waiting for {what}; last={last!r}")
         await asyncio.sleep(interval)
 
 

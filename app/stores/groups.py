@@ -1,0 +1,82 @@
+"""Group membership as the web reads it: a Redis projection of the membership events.
+
+The sequencer's Faust table is the authority (it decides in log order, G4). The inbox
+agent applies each membership event here, in seq order and idempotently, before the
+event reaches anyone's inbox; the web reads it to answer 403/404 early and to list
+members, and waits on a per-event ack to answer group changes once they took effect.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+
+from app.models import SequencedRecord
+
+# KEYS: group hash, member set; ARGV: seq, op, owner, members...
+_APPLY_LUA = """
+local seq = tonumber(ARGV[1])
+if seq <= tonumber(redis.call('HGET', KEYS[1], 'seq') or '0') then return 0 end
+local op = ARGV[2]
+for i = 4, #ARGV do
+  if op == 'remove' then redis.call('SREM', KEYS[2], ARGV[i])
+  else redis.call('SADD', KEYS[2], ARGV[i]) end
+end
+redis.call('HSET', KEYS[1], 'seq', seq, 'owner', ARGV[3])
+return 1
+"""
+ACK_TTL_S = 300
+
+
+def _group_key(cid: str) -> str:
+    return f"group:{{{cid}}}"
+
+
+def _members_key(cid: str) -> str:
+    return f"members:{{{cid}}}"
+
+
+def _ack_key(event_id: str) -> str:
+    return f"ack:{{{event_id}}}"
+
+
+class GroupStore:
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._redis = client
+        self._apply = client.register_script(_APPLY_LUA)
+
+    async def apply(self, records: list[SequencedRecord]) -> None:
+        """Apply the membership events among `records` (idempotent), then ack each one."""
+        events = [r.message for r in records if r.kind == "members"]
+        for msg in events:
+            body: dict[str, Any] = msg.body
+            await self._apply(
+                keys=[_group_key(msg.conversation_id), _members_key(msg.conversation_id)],
+                args=[msg.seq, body["op"], body["owner"], *body["members"]],
+            )
+        if events:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for msg in events:
+                    pipe.lpush(_ack_key(msg.message_id), msg.seq)
+                    pipe.expire(_ack_key(msg.message_id), ACK_TTL_S)
+                await pipe.execute()
+
+    async def wait_applied(self, event_id: str, timeout_s: float) -> int | None:
+        """The seq of the membership event once applied, or None after `timeout_s`."""
+        item = await self._redis.blpop([_ack_key(event_id)], timeout=timeout_s)
+        if item is None:
+            return None
+        await self._redis.lpush(_ack_key(event_id), item[1])  # keep it for other waiters
+        return int(item[1])
+
+    async def owner(self, cid: str) -> str | None:
+        value = cast(bytes | None, await self._redis.hget(_group_key(cid), "owner"))
+        return value.decode() if value is not None else None
+
+    async def is_member(self, cid: str, user: str) -> bool:
+        return bool(await self._redis.sismember(_members_key(cid), user))  # type: ignore[misc]
+
+    async def members(self, cid: str) -> list[str]:
+        raw = cast(set[bytes], await self._redis.smembers(_members_key(cid)))  # type: ignore[misc]
+        return sorted(m.decode() for m in raw)
