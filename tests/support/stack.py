@@ -138,3 +138,16 @@ async def wait_for(predicate: Callable[[], Awaitable[T | None]], *, within: floa
 
 def new_run_id() -> str:
     return uuid.uuid4().hex[:10]
+
+
+async def produce(stack: Stack, topic: str, records: list[tuple[str, bytes]]) -> None:
+    """Write raw (key, value) records to a topic, as an outside Kafka producer would."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=stack.settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send_and_wait(topic, value, key=key.encode())
+    finally:
+        await producer.stop()

@@ -1,0 +1,76 @@
+"""Push (`GET /v1/ws`): every connected device of every recipient, across web processes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import redis.asyncio as aioredis
+
+from app.stores.push import PresenceStore
+from tests.e2e.conftest import DELIVERY_TIMEOUT_S
+from tests.support.client import Client
+from tests.support.stack import Stack, wait_for
+
+pytestmark = pytest.mark.services
+
+
+async def test_push_reaches_every_device_on_both_web_processes(
+    stack: Stack, names: Callable[..., list[str]], client_for: Callable[..., Client],
+) -> None:
+    alice, bob = names("alice", "bob")
+    devices = {
+        "bob/phone": client_for(bob, "phone", web=0),
+        "bob/laptop": client_for(bob, "laptop", web=1),
+        "alice/tablet": client_for(alice, "tablet", web=1),  # the sender's other device
+    }
+    sockets = {}
+    try:
+        for name, client in devices.items():
+            sockets[name] = await client.ws().__aenter__()
+            assert (await sockets[name].receive_json(timeout=10))["type"] == "ready"
+        accepted = await client_for(alice, "phone", web=0).send(
+            to=bob, client_msg_id="push-1", body="to all devices")
+        for name, ws in sockets.items():
+            frame = await ws.receive_json(timeout=DELIVERY_TIMEOUT_S)
+            assert frame["type"] == "message", name
+            assert frame["message"]["message_id"] == accepted["message_id"], name
+    finally:
+        for ws in sockets.values():
+            await ws.close()
+
+
+async def test_presence_follows_connections(
+    stack: Stack, names: Callable[..., list[str]], client_for: Callable[..., Client],
+) -> None:
+    (carol,) = names("carol")
+    redis = aioredis.from_url(stack.settings.redis_url)
+    presence = PresenceStore(redis, ttl_s=stack.settings.presence_ttl_s)
+    try:
+        async with client_for(carol, "phone", web=1).ws() as ws:
+            await ws.receive_json(timeout=10)
+            online = await presence.devices(carol)
+            assert list(online) == ["phone"]
+            assert await redis.ttl(f"presence:{{{carol}}}") > 0
+            await ws.send_str('{"type":"ping"}')
+            assert await ws.receive_json(timeout=10) == {"type": "pong"}
+
+        async def gone() -> bool:
+            return await presence.devices(carol) == {}
+        await wait_for(gone, within=10, what="presence removed after close")
+    finally:
+        await redis.aclose()
+
+
+async def test_websocket_needs_a_valid_token(
+    stack: Stack, client_for: Callable[..., Client]
+) -> None:
+    client = client_for("dave")
+    client.token = "not-a-token"
+    async with client.session.get(client.base_url + "/v1/ws", headers=client.headers) as resp:
+        assert resp.status == 401
+        assert (await resp.json())["error"]["code"] == "invalid_token"
+    good = client_for("dave")
+    url = f"{good.base_url}/v1/ws?token={good.token}"
+    async with good.session.ws_connect(url) as ws:
+        assert (await ws.receive_json(timeout=10))["user"] == "dave"

@@ -1,0 +1,92 @@
+"""Retention on the real stores: with periods of seconds, inbox entries and history rows
+really go away (Redis MINID trimming + key expiry; HBase column-family TTL)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import happybase
+import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
+
+from app.models import Message, SequencedRecord
+from app.settings import Settings
+from app.stores.history import HistoryStore, ensure_table
+from app.stores.inbox import InboxStore, inbox_key
+from tests.support.stack import wait_for
+
+pytestmark = pytest.mark.services
+RETENTION_S = 2
+
+
+def record(cid: str, seq: int, sender: str, recipients: list[str]) -> SequencedRecord:
+    message = Message(message_id=uuid.uuid4().hex, conversation_id=cid, seq=seq, sender=sender,
+                      type="text", body=f"m{seq}", client_msg_id=f"c{seq}",
+                      ts=int(time.time() * 1000))
+    return SequencedRecord(message=message, recipients=recipients)
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(_env_file=None, secret="x" * 32, redis_url="redis://127.0.0.1:6379/9",
+                    hbase_table=f"retention_{uuid.uuid4().hex[:8]}",
+                    inbox_retention_s=RETENTION_S, history_retention_s=RETENTION_S)
+
+
+@pytest_asyncio.fixture
+async def redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(settings.redis_url)
+    yield client
+    await client.aclose()
+
+
+async def test_inbox_entries_expire_and_are_trimmed(redis: aioredis.Redis) -> None:
+    user, other = f"ret-{uuid.uuid4().hex[:8]}", "someone"
+    inbox = InboxStore(redis, retention_s=RETENTION_S)
+    await inbox.deliver([record(f"u:{other}:{user}", 1, other, [user])])
+    assert len((await inbox.read(user, after=None, limit=10)).messages) == 1
+    assert 0 < await redis.ttl(inbox_key(user)) <= RETENTION_S
+
+    async def expired() -> bool:
+        return (await inbox.read(user, after=None, limit=10)).messages == []
+    await wait_for(expired, within=RETENTION_S + 5, what="the entry to fall out of retention")
+
+    await inbox.deliver([record(f"u:{other}:{user}", 2, other, [user])])
+    assert await redis.xlen(inbox_key(user)) == 1  # MINID trimmed the old entry away
+    assert [m["seq"] for m in (await inbox.read(user, after=None, limit=10)).messages] == [2]
+
+    async def key_gone() -> bool:
+        return not await redis.exists(inbox_key(user))
+    await wait_for(key_gone, within=RETENTION_S + 5, what="the idle inbox key to expire")
+
+
+async def test_history_rows_expire_by_column_family_ttl(settings: Settings) -> None:
+    assert ensure_table(settings) is True
+    assert ensure_table(settings) is False  # idempotent
+    store = HistoryStore(settings)
+    try:
+        cid = "u:ret-a:ret-b"
+        await store.write([record(cid, 1, "ret-a", ["ret-a", "ret-b"]).message])
+        assert len((await store.page(cid, before=None, before_ts=None, limit=5)).messages) == 1
+
+        async def expired() -> bool:
+            return (await store.page(cid, before=None, before_ts=None, limit=5)).messages == []
+        await wait_for(expired, within=RETENTION_S + 10, what="the history row TTL")
+
+        conn = happybase.Connection(settings.hbase_host, port=settings.hbase_port)
+        try:
+            families = conn.table(settings.hbase_table_name).families()
+            assert families[b"m"]["time_to_live"] == RETENTION_S
+            assert families[b"m"]["max_versions"] == 1
+            conn.compact_table(settings.hbase_table_name, major=True)
+            assert list(conn.table(settings.hbase_table_name).scan()) == []
+        finally:
+            conn.close()
+    finally:
+        await store.close()
+        conn = happybase.Connection(settings.hbase_host, port=settings.hbase_port)
+        conn.delete_table(settings.hbase_table_name, disable=True)
+        conn.close()
