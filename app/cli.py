@@ -16,7 +16,9 @@ def _web(args: argparse.Namespace) -> int:
 
     from app.web.app import create_app
 
-    settings = get_settings().model_copy(update={"host": args.host, "port": args.port})
+    settings = get_settings()
+    settings = settings.model_copy(update={"host": args.host or settings.host,
+                                           "port": args.port or settings.port})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     uvloop.install()
     web.run_app(create_app(settings), host=settings.host, port=settings.port,
@@ -29,7 +31,7 @@ def _token(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     print(mint_token(settings.secret.get_secret_value(), args.user,
-                     device=args.device, ttl_s=args.ttl))
+                     device=args.device, ttl_s=args.ttl or settings.token_ttl_s))
     return 0
 
 
@@ -45,24 +47,37 @@ def _init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _openapi(args: argparse.Namespace) -> int:
+    import orjson
+
+    from app.web.app import OPENAPI_PATH
+    from app.web.openapi import build
+
+    OPENAPI_PATH.write_bytes(orjson.dumps(build(), option=orjson.OPT_INDENT_2) + b"\n")
+    print(f"wrote {OPENAPI_PATH}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    settings = get_settings()
     parser = argparse.ArgumentParser(prog="imflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("web", help="run one web process (ingress, sync, history, WebSocket)")
-    p.add_argument("--host", default=settings.host)
-    p.add_argument("--port", type=int, default=settings.port)
+    p.add_argument("--host", help="default: IMFLOW_HOST or 127.0.0.1")
+    p.add_argument("--port", type=int, help="default: IMFLOW_PORT or 8080")
     p.set_defaults(func=_web)
 
     p = sub.add_parser("token", help="mint a development JWT for USER")
     p.add_argument("user")
     p.add_argument("--device", default="default")
-    p.add_argument("--ttl", type=int, default=settings.token_ttl_s, help="seconds")
+    p.add_argument("--ttl", type=int, help="seconds (default: IMFLOW_TOKEN_TTL_S or 1 day)")
     p.set_defaults(func=_token)
 
     p = sub.add_parser("init", help="create the Kafka topics and the HBase table (idempotent)")
     p.set_defaults(func=_init)
+
+    p = sub.add_parser("openapi", help="regenerate app/web/openapi.json from the models")
+    p.set_defaults(func=_openapi)
 
     args = parser.parse_args(argv)
     return int(args.func(args))
