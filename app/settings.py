@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     port: int = 8080
     node_id: str = Field("", description="Web process id for presence; default host:port.")
     max_body_bytes: int = 64 * 1024
+    send_rate_per_s: int = Field(50, description="Messages one user may send per second.")
     sync_default_limit: int = 200
     sync_max_limit: int = 500
     history_default_limit: int = 20

@@ -1,4 +1,5 @@
-"""Fixtures shared by every test: the real stack (web x2 + agents) for `services` tests."""
+"""Fixtures shared by every test: the real stack for `services` tests: every agent, two
+web processes (web_urls[0], [1]) and a third with a send rate limit of 3/s ([2])."""
 
 from __future__ import annotations
 
@@ -78,6 +79,7 @@ async def stack(stack_env: tuple[dict[str, str], Path]) -> AsyncIterator[Stack]:
             stack.start_agent(agent)
         stack.start_web("web1", free_port())
         stack.start_web("web2", free_port())
+        stack.start_web("web3-limited", free_port(), env={"IMFLOW_SEND_RATE_PER_S": "3"})
         await _wait_until_flowing(stack)
         yield stack
     except BaseException:

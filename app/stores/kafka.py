@@ -20,17 +20,21 @@ log = logging.getLogger(__name__)
 class InboundProducer:
     """Appends records to `imflow.inbound` with acks=all; a send either is acked or fails.
 
-    Failing fast (within `produce_timeout_s`) lets the ingress answer 503 instead of
-    hanging while Kafka is down; aiokafka reconnects by itself when Kafka is back.
+    It fails fast (within `produce_timeout_s`), so the ingress answers 503 instead of
+    hanging while Kafka is down, and it (re)connects lazily: the web process starts and
+    serves 503s without Kafka, and recovers by itself when Kafka is back. A record whose
+    ack timed out may still land; the client's retry with the same client_msg_id is
+    deduplicated by the sequencer, so retrying is always safe.
     """
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._producer: AIOKafkaProducer | None = None
+        self._starting = asyncio.Lock()
 
-    async def start(self) -> None:
+    def _new_producer(self) -> AIOKafkaProducer:
         s = self._settings
-        self._producer = AIOKafkaProducer(
+        return AIOKafkaProducer(
             bootstrap_servers=s.kafka_bootstrap,
             acks="all",
             enable_idempotence=True,
@@ -38,12 +42,29 @@ class InboundProducer:
             request_timeout_ms=int(s.produce_timeout_s * 1000),
             client_id="imflow-web",
         )
-        # Kafka may be down right now: start() must not keep the web from serving 503s.
+
+    async def start(self) -> None:
+        """Connect now if Kafka answers; otherwise the first send tries again."""
         try:
-            await asyncio.wait_for(self._producer.start(), timeout=30)
-        except (KafkaError, TimeoutError) as exc:
-            await self._producer.stop()
-            raise StoreUnavailable(f"Kafka unreachable at {s.kafka_bootstrap}: {exc!r}") from exc
+            await self._connected()
+        except StoreUnavailable as exc:
+            log.warning("Kafka not reachable at start-up, will retry on demand: %s", exc)
+
+    async def _connected(self) -> AIOKafkaProducer:
+        if self._producer is not None:
+            return self._producer
+        async with self._starting:
+            if self._producer is None:
+                producer = self._new_producer()
+                try:
+                    await asyncio.wait_for(producer.start(), self._settings.produce_timeout_s)
+                except (KafkaError, TimeoutError, OSError) as exc:
+                    await producer.stop()
+                    raise StoreUnavailable(
+                        f"Kafka unreachable at {self._settings.kafka_bootstrap}: {exc!r}"
+                    ) from exc
+                self._producer = producer
+            return self._producer
 
     async def stop(self) -> None:
         if self._producer is not None:
@@ -51,21 +72,19 @@ class InboundProducer:
 
     async def send(self, topic: str, key: str, value: dict[str, Any]) -> None:
         """Produce one record and wait for the broker's ack, or raise StoreUnavailable."""
-        assert self._producer is not None, "producer not started"
         try:
-            fut = await asyncio.wait_for(
-                self._producer.send(topic, orjson.dumps(value), key=key.encode()),
-                timeout=self._settings.produce_timeout_s,
-            )
-            await asyncio.wait_for(fut, timeout=self._settings.produce_timeout_s)
+            async with asyncio.timeout(self._settings.produce_timeout_s):
+                producer = await self._connected()
+                fut = await producer.send(topic, orjson.dumps(value), key=key.encode())
+                await fut
         except (KafkaError, TimeoutError) as exc:
             raise StoreUnavailable(f"Kafka did not ack: {exc!r}") from exc
 
     async def ping(self) -> None:
         """Raise unless the broker answers a metadata request."""
-        assert self._producer is not None
+        producer = await self._connected()
         try:
-            await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout=2)
+            await asyncio.wait_for(producer.client.fetch_all_metadata(), timeout=2)
         except (KafkaError, TimeoutError) as exc:
             raise StoreUnavailable(f"Kafka metadata: {exc!r}") from exc
 

@@ -22,6 +22,7 @@ from app.stores.history import HistoryStore
 from app.stores.inbox import InboxStore
 from app.stores.kafka import InboundProducer
 from app.stores.push import PresenceStore
+from app.stores.ratelimit import RateLimiter
 from app.web import groups, live, messages, ops, reads
 from app.web.context import (
     GROUPS,
@@ -30,6 +31,7 @@ from app.web.context import (
     PRESENCE,
     PRODUCER,
     PUSH_HUB,
+    RATE_LIMITER,
     REDIS,
     SETTINGS,
     json_response,
@@ -112,6 +114,7 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     app[INBOX] = InboxStore(client, retention_s=settings.inbox_retention_s)
     app[PRESENCE] = PresenceStore(client, ttl_s=settings.presence_ttl_s)
     app[GROUPS] = GroupStore(client)
+    app[RATE_LIMITER] = RateLimiter(client, per_second=settings.send_rate_per_s)
     hub = PushHub(client, settings.node_id or f"{settings.host}:{settings.port}")
     await hub.start()
     app[PUSH_HUB] = hub

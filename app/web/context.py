@@ -17,6 +17,7 @@ from app.stores.history import HistoryStore
 from app.stores.inbox import InboxStore
 from app.stores.kafka import InboundProducer
 from app.stores.push import PresenceStore
+from app.stores.ratelimit import RateLimiter
 from app.web.push_hub import PushHub
 
 M = TypeVar("M", bound=BaseModel)
@@ -29,6 +30,7 @@ HISTORY = web.AppKey("history", HistoryStore)
 PRESENCE = web.AppKey("presence", PresenceStore)
 PUSH_HUB = web.AppKey("push_hub", PushHub)
 GROUPS = web.AppKey("groups", GroupStore)
+RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None

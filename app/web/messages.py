@@ -8,7 +8,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
-from app.errors import BadRequest, PayloadTooLarge, StoreUnavailable, Unavailable
+from app.errors import BadRequest, PayloadTooLarge, RateLimited, StoreUnavailable, Unavailable
 from app.models import (
     RECORD_VERSION,
     ClientMsgId,
@@ -19,7 +19,15 @@ from app.models import (
     now_ms,
 )
 from app.web.access import require_member
-from app.web.context import PRODUCER, SETTINGS, identity, json_body, json_response, validated
+from app.web.context import (
+    PRODUCER,
+    RATE_LIMITER,
+    SETTINGS,
+    identity,
+    json_body,
+    json_response,
+    validated,
+)
 
 RETRY_AFTER_S = 1
 
@@ -52,6 +60,10 @@ async def post_message(request: web.Request) -> web.Response:
     if len(orjson.dumps(req.body)) > settings.max_body_bytes:
         raise PayloadTooLarge(f"body exceeds {settings.max_body_bytes} bytes encoded")
     cid = await _conversation_for(request.app, me.user, req)
+    wait = await request.app[RATE_LIMITER].retry_after(me.user)
+    if wait is not None:
+        raise RateLimited(f"more than {settings.send_rate_per_s} messages per second",
+                          retry_after=wait)
     message_id = message_id_for(me.user, req.client_msg_id)
     accepted_at = now_ms()
     record = {

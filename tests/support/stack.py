@@ -49,6 +49,7 @@ def session_env(run_id: str, workdir: Path, **overrides: str) -> dict[str, str]:
         IMFLOW_TOPIC_DEAD_LETTER=f"imflowtest.{run_id}.dead-letter",
         IMFLOW_HBASE_TABLE=f"history_{run_id}",
         IMFLOW_PARTITIONS="4",
+        IMFLOW_SEND_RATE_PER_S="100000",  # tests send fast; web[2] has a low limit
         IMFLOW_FAUST_DATA_DIR=str(workdir / "faust"),
         PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         PYTHONUNBUFFERED="1",
@@ -90,11 +91,12 @@ class Stack:
     def token(self, user: str, device: str = "default", ttl_s: int = 3600) -> str:
         return mint_token(self.env["IMFLOW_SECRET"], user, device=device, ttl_s=ttl_s)
 
-    def start(self, name: str, *argv: str) -> Process:
+    def start(self, name: str, *argv: str, env: dict[str, str] | None = None) -> Process:
         log = self.workdir / f"{name}.log"
         with log.open("ab") as out:
-            popen = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=out,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+            popen = subprocess.Popen(argv, cwd=ROOT, env={**self.env, **(env or {})},
+                                     stdout=out, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
         proc = Process(name, popen, log)
         self.processes[name] = proc
         return proc
@@ -103,8 +105,9 @@ class Stack:
         return self.start(agent, str(BIN / "faust"), "-A", f"agents.{agent}", "worker",
                           "--without-web", "-l", "info")
 
-    def start_web(self, name: str, port: int) -> Process:
-        proc = self.start(name, str(BIN / "imflow"), "web", "--port", str(port))
+    def start_web(self, name: str, port: int, env: dict[str, str] | None = None) -> Process:
+        """A web process; the first ones started form `web_urls` (0, 1, ...)."""
+        proc = self.start(name, str(BIN / "imflow"), "web", "--port", str(port), env=env)
         url = f"http://127.0.0.1:{port}"
         if url not in self.web_urls:
             self.web_urls.append(url)
