@@ -33,7 +33,7 @@ def _token(args: argparse.Namespace) -> int:
     from app.auth import mint_token
 
     settings = get_settings()
-    print(mint_token(settings.secret.get_secret_value(), args.user,
+    print(mint_token(settings.jwt_secret(), args.user,
                      device=args.device, ttl_s=args.ttl or settings.token_ttl_s))
     return 0
 

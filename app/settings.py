@@ -18,7 +18,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IMFLOW_", env_file=".env", extra="ignore")
 
     # --- secrets and auth ---
-    secret: SecretStr = Field(
+    secret: SecretStr | None = Field(
+        None,
         description="HS256 key for client JWTs (`make run` writes a random one to .env).",
         min_length=32,
     )
@@ -64,11 +65,21 @@ class Settings(BaseSettings):
     ws_heartbeat_s: float = 20.0
 
     # --- agents ---
+    agent_session_timeout_s: float = Field(
+        10.0, description="A worker that stops heartbeating (kill -9) loses its partitions "
+        "after this long.")
     agent_batch_max: int = 500
     agent_batch_within_s: float = 0.005
     dedup_window_s: int = DAY_S
     faust_store: str = "memory://"
     faust_data_dir: str = ".var/faust"
+
+    def jwt_secret(self) -> str:
+        """The JWT key; only the web and token minting need it, so only they ask."""
+        if self.secret is None:
+            raise ValueError("IMFLOW_SECRET is not set (at least 32 characters); "
+                             "`make .env` writes a random one for development")
+        return self.secret.get_secret_value()
 
     @property
     def hbase_table_name(self) -> str:

@@ -87,6 +87,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 def create_app(settings: Settings) -> web.Application:
+    settings.jwt_secret()  # fail at start-up, not on the first request
     app = web.Application(middlewares=[errors_and_metrics],
                           client_max_size=settings.max_body_bytes + 8192)
     app[SETTINGS] = settings

@@ -47,7 +47,7 @@ def identity(request: web.Request) -> Identity:
         token = request.query.get("token", "") if request.path == "/v1/ws" else ""
     if not token:
         raise Unauthorized("missing bearer token", code="missing_token")
-    return verify_token(request.app[SETTINGS].secret.get_secret_value(), token)
+    return verify_token(request.app[SETTINGS].jwt_secret(), token)
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:

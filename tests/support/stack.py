@@ -15,7 +15,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,6 +28,9 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 AGENTS = ("sequencer", "inbox", "history", "push")
 T = TypeVar("T")
+
+
+STARTUP_TIMEOUT_S = 120
 
 
 def free_port() -> int:
@@ -54,7 +58,6 @@ def session_env(run_id: str, workdir: Path, **overrides: str) -> dict[str, str]:
         PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         PYTHONUNBUFFERED="1",
     )
-    env.setdefault("IMFLOW_REDIS_URL", "redis://127.0.0.1:6379/9")
     env.update(overrides)
     return env
 
@@ -141,6 +144,112 @@ async def wait_for(predicate: Callable[[], Awaitable[T | None]], *, within: floa
 
 def new_run_id() -> str:
     return uuid.uuid4().hex[:10]
+
+
+def settings_from_env(env: dict[str, str]) -> Settings:
+    values = {k[len("IMFLOW_"):].lower(): v for k, v in env.items() if k.startswith("IMFLOW_")}
+    return Settings(_env_file=None, **values)  # type: ignore[arg-type]
+
+
+def probe_services() -> None:
+    import pytest
+
+    for kind in ("redis", "kafka", "hbase"):
+        result = subprocess.run([sys.executable, "scripts/probe.py", kind], cwd=ROOT,
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.fail(f"{kind} is not running ({result.stderr.strip()}); "
+                        "start the services with `make services`", pytrace=False)
+
+
+@contextmanager
+def prepared_env(workdir: Path, *, redis_db: int) -> Iterator[dict[str, str]]:
+    """A run's environment with its topics and table created; dropped afterwards."""
+    probe_services()
+    env = session_env(new_run_id(), workdir,
+                      IMFLOW_REDIS_URL=f"redis://127.0.0.1:6379/{redis_db}")
+    subprocess.run([str(BIN / "imflow"), "init"], cwd=ROOT, env=env, check=True,
+                   capture_output=True)
+    try:
+        yield env
+    finally:
+        drop_run_data(settings_from_env(env))
+
+
+def drop_run_data(settings: Settings) -> None:
+    """Delete the run's HBase table and Kafka topics (its Faust changelogs included)."""
+    import happybase
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    conn = happybase.Connection(settings.hbase_host, port=settings.hbase_port)
+    try:
+        conn.delete_table(settings.hbase_table_name, disable=True)
+    finally:
+        conn.close()
+
+    async def drop_topics() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        await admin.start()
+        try:
+            prefixes = (settings.topic_inbound.rsplit(".", 1)[0], settings.app_prefix)
+            names = [t for t in await admin.list_topics() if t.startswith(prefixes)]
+            if names:
+                await admin.delete_topics(names)
+        finally:
+            await admin.close()
+
+    asyncio.run(drop_topics())
+
+
+@asynccontextmanager
+async def launched(env: dict[str, str], workdir: str | Path,
+                   webs: list[tuple[str, int, dict[str, str] | None]]) -> AsyncIterator[Stack]:
+    """Every agent and the given web processes, running and passing messages."""
+    import redis.asyncio as aioredis
+
+    settings = settings_from_env(env)
+    redis = aioredis.from_url(settings.redis_url)
+    await redis.flushdb()
+    await redis.aclose()
+    stack = Stack(env=env, workdir=Path(workdir), settings=settings)
+    try:
+        for agent in AGENTS:
+            stack.start_agent(agent)
+        for name, port, extra in webs:
+            stack.start_web(name, port, env=extra)
+        await wait_until_flowing(stack)
+        yield stack
+    except BaseException:
+        print(stack.describe_failure())
+        raise
+    finally:
+        stack.stop_all()
+
+
+async def wait_until_flowing(stack: Stack) -> None:
+    """Ready means: every web answers /readyz, and a message reaches inbox and history."""
+    import aiohttp
+
+    from tests.support.client import Client
+
+    async with aiohttp.ClientSession() as session:
+        for url in stack.web_urls:
+            async def ready(url: str = url) -> bool:
+                async with session.get(url + "/readyz") as resp:
+                    return resp.status == 200
+            await wait_for(ready, within=STARTUP_TIMEOUT_S, what=f"{url}/readyz")
+        tag = new_run_id()
+        a, b = f"warmup-a-{tag}", f"warmup-b-{tag}"
+        writer = Client(session, stack.web_urls[0], stack.token(a))
+        reader = Client(session, stack.web_urls[0], stack.token(b))
+        await writer.send(to=b, client_msg_id="warmup", body="warm-up")
+
+        async def delivered() -> bool:
+            inbox = await reader.sync(since=0)
+            history = await reader.history(f"u:{a}:{b}")
+            return bool(inbox["messages"]) and bool(history["messages"])
+
+        await wait_for(delivered, within=STARTUP_TIMEOUT_S, what="the warm-up message")
 
 
 async def produce(stack: Stack, topic: str, records: list[tuple[str, bytes]]) -> None:
