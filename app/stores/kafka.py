@@ -9,12 +9,23 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    ProducerClosed,
+    ProducerFenced,
+    TopicAlreadyExistsError,
+    UnknownProducerId,
+)
 
 from app.errors import StoreUnavailable
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
+# Errors after which an idempotent producer never recovers by itself.
+PRODUCER_FATAL = (OutOfOrderSequenceNumber, UnknownProducerId, ProducerFenced,
+                  InvalidProducerEpoch, ProducerClosed)
 
 
 class InboundProducer:
@@ -72,13 +83,28 @@ class InboundProducer:
 
     async def send(self, topic: str, key: str, value: dict[str, Any]) -> None:
         """Produce one record and wait for the broker's ack, or raise StoreUnavailable."""
+        producer: AIOKafkaProducer | None = None
         try:
             async with asyncio.timeout(self._settings.produce_timeout_s):
                 producer = await self._connected()
                 fut = await producer.send(topic, orjson.dumps(value), key=key.encode())
                 await fut
         except (KafkaError, TimeoutError) as exc:
+            if isinstance(exc, PRODUCER_FATAL) and producer is not None:
+                await self._reset(producer)
             raise StoreUnavailable(f"Kafka did not ack: {exc!r}") from exc
+
+    async def _reset(self, broken: AIOKafkaProducer) -> None:
+        """Drop a producer whose idempotence state the broker no longer accepts (e.g. after a
+        broker restart lost its sequence numbers); the next send starts a new one."""
+        async with self._starting:
+            current = self._producer is broken
+            if current:
+                self._producer = None
+        if not current:
+            return  # another send replaced it already
+        log.warning("Kafka producer state lost; starting a new producer")
+        await broken.stop()
 
     async def ping(self) -> None:
         """Raise unless the broker answers a metadata request."""

@@ -2,28 +2,23 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
 from typing import Any
 
 import happybase
-import orjson
 import pytest
 import redis.asyncio as aioredis
 
 from app.stores.history import conversation_prefix
 from tests.e2e.conftest import await_history, await_inbox, direct, inbox_all
 from tests.support.client import Client
-from tests.support.stack import BIN, ROOT, Stack
+from tests.support.stack import Stack, run_cli
 
 pytestmark = pytest.mark.services
 
 
-def run_replay(stack: Stack, *args: str) -> dict[str, Any]:
-    out = subprocess.run([str(BIN / "imflow"), "replay", "--quiet", *args], cwd=ROOT,
-                         env=stack.env, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return dict(orjson.loads(out.stdout.strip().splitlines()[-1]))
+async def run_replay(stack: Stack, *args: str) -> dict[str, Any]:
+    return await run_cli(stack, "replay", "--quiet", *args)
 
 
 async def wipe_user(stack: Stack, user: str) -> None:
@@ -51,7 +46,7 @@ async def test_replay_rebuilds_wiped_inboxes_exactly(
         await wipe_user(stack, user)
         assert await inbox_all(client_for(user, "w2")) == []
 
-    first = run_replay(stack, "--sinks", "inbox")
+    first = await run_replay(stack, "--sinks", "inbox")
     assert first["inbox_written"] >= 122 and first["malformed"] == 0, str(first)
     for user in (alice, bob):
         rebuilt = await inbox_all(client_for(user, "w3"))
@@ -60,7 +55,7 @@ async def test_replay_rebuilds_wiped_inboxes_exactly(
     members = await client_for(bob).ok("GET", f"/v1/groups/{gid}/members")
     assert members["members"] == sorted([alice, bob])  # the projection came back too
 
-    second = run_replay(stack, "--sinks", "inbox")
+    second = await run_replay(stack, "--sinks", "inbox")
     assert second["read"] == first["read"]
     assert second["inbox_written"] == 0
     assert second["inbox_skipped_duplicates"] == second["inbox_deliveries"]
@@ -87,9 +82,10 @@ async def test_replay_rebuilds_history_and_respects_ranges(
         conn.close()
     assert (await client_for(bob).history(cid))["messages"] == []
 
-    empty = run_replay(stack, "--sinks", "history", "--from-time", "2000-01-01T00:00:00",
+    empty = await run_replay(stack, "--sinks", "history", "--from-time", "2000-01-01T00:00:00",
                        "--to-time", "2000-01-02T00:00:00")
     assert empty["read"] == 0
-    summary = run_replay(stack, "--sinks", "history", "--from-time", str(before[-1]["ts"] - 1))
+    since = str(before[-1]["ts"] - 1)
+    summary = await run_replay(stack, "--sinks", "history", "--from-time", since)
     assert summary["history_rows_written"] >= 12
     assert await await_history(client_for(bob), cid, 12) == before

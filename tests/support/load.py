@@ -77,10 +77,14 @@ async def create_groups(stack: Stack, session: aiohttp.ClientSession, traffic: T
 
 
 async def run_load(stack: Stack, traffic: Traffic, *, rate: float, duration_s: float,
-                   web_urls: list[str] | None = None, give_up_after_s: float = 120) -> LoadResult:
-    """Each sender sends at rate/len(senders) msg/s for `duration_s`, retrying until acked."""
-    urls = web_urls or stack.web_urls
-    result = LoadResult(started=time.monotonic())
+                   result: LoadResult | None = None, give_up_after_s: float = 120) -> LoadResult:
+    """Each sender sends at rate/len(senders) msg/s for `duration_s`, retrying until acked.
+
+    Pass `result` to watch the acked messages while the load runs.
+    """
+    urls = stack.web_urls
+    result = result if result is not None else LoadResult()
+    result.started = time.monotonic()
     per_sender_interval = len(traffic.senders) / rate
     deadline = result.started + duration_s
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
@@ -145,7 +149,8 @@ class Audit:
         return dict(self.__dict__)
 
 
-async def audit(settings: Settings, traffic: Traffic, result: LoadResult) -> Audit:
+async def audit(settings: Settings, traffic: Traffic, result: LoadResult, *,
+                history_too: bool = True) -> Audit:
     """Compare every acked message with what the inboxes and the history hold."""
     redis = aioredis.from_url(settings.redis_url)
     inbox = InboxStore(redis, retention_s=settings.inbox_retention_s)
@@ -167,7 +172,7 @@ async def audit(settings: Settings, traffic: Traffic, result: LoadResult) -> Aud
                     out_of_order += 1
                 last[m["conversation_id"]] = m["seq"]
         h_lost = h_dup = gaps = 0
-        for cid in traffic.conversations:
+        for cid in traffic.conversations if history_too else ():
             rows = await _whole_history(history, cid)
             seqs = [m["seq"] for m in rows]
             h_dup += len(seqs) - len(set(seqs))
@@ -203,11 +208,24 @@ async def _whole_history(history: HistoryStore, cid: str) -> list[dict[str, Any]
 
 
 async def await_clean_audit(settings: Settings, traffic: Traffic, result: LoadResult, *,
-                            within: float) -> tuple[Audit, float]:
-    """Audit until every acked message is everywhere once; returns it and the time taken."""
+                            within: float, history_too: bool = True) -> tuple[Audit, float]:
+    """Audit until every acked message is everywhere once (or `within` s passed);
+    returns the last audit and the monotonic time it was taken."""
     began = time.monotonic()
     while True:
-        report = await audit(settings, traffic, result)
-        if report.clean or time.monotonic() - began > within:
-            return report, time.monotonic() - began
+        report = await audit(settings, traffic, result, history_too=history_too)
+        now = time.monotonic()
+        if report.clean or now - began > within:
+            return report, now
         await asyncio.sleep(0.5)
+
+
+async def whole_inboxes(settings: Settings, users: set[str]) -> dict[str, list[tuple[Any, ...]]]:
+    """(conversation, seq, message id) of every entry of each user's inbox, in order."""
+    redis = aioredis.from_url(settings.redis_url)
+    inbox = InboxStore(redis, retention_s=settings.inbox_retention_s)
+    try:
+        return {u: [(m["conversation_id"], m["seq"], m["message_id"])
+                    for m in await _whole_inbox(inbox, u)] for u in sorted(users)}
+    finally:
+        await redis.aclose()

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
+
 from app.auth import mint_token
 from app.settings import Settings
 
@@ -226,18 +228,25 @@ async def launched(env: dict[str, str], workdir: str | Path,
         stack.stop_all()
 
 
+async def wait_web_ready(url: str) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        async def ready() -> bool:
+            async with session.get(url + "/readyz") as resp:
+                return resp.status == 200
+        await wait_for(ready, within=STARTUP_TIMEOUT_S, what=f"{url}/readyz")
+
+
 async def wait_until_flowing(stack: Stack) -> None:
     """Ready means: every web answers /readyz, and a message reaches inbox and history."""
     import aiohttp
 
     from tests.support.client import Client
 
+    for url in stack.web_urls:
+        await wait_web_ready(url)
     async with aiohttp.ClientSession() as session:
-        for url in stack.web_urls:
-            async def ready(url: str = url) -> bool:
-                async with session.get(url + "/readyz") as resp:
-                    return resp.status == 200
-            await wait_for(ready, within=STARTUP_TIMEOUT_S, what=f"{url}/readyz")
         tag = new_run_id()
         a, b = f"warmup-a-{tag}", f"warmup-b-{tag}"
         writer = Client(session, stack.web_urls[0], stack.token(a))
@@ -263,3 +272,13 @@ async def produce(stack: Stack, topic: str, records: list[tuple[str, bytes]]) ->
             await producer.send_and_wait(topic, value, key=key.encode())
     finally:
         await producer.stop()
+
+
+async def run_cli(stack: Stack, *args: str) -> dict[str, Any]:
+    """Run `imflow ARGS` in the stack's environment; its last stdout line is JSON."""
+    proc = await asyncio.create_subprocess_exec(
+        str(BIN / "imflow"), *args, cwd=ROOT, env=stack.env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode(errors="replace")[-3000:]
+    return dict(orjson.loads(out.decode().strip().splitlines()[-1]))

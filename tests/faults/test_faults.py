@@ -1,0 +1,150 @@
+"""Faults under a steady load of retrying clients: every acked message must end up exactly
+once in every inbox and in history, with gap-free seqs. Each test prints a FAULT-REPORT
+line with its counts (acked, lost, duplicated) and the time to catch up."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import uuid
+from typing import Any
+
+import aiohttp
+import orjson
+import redis.asyncio as aioredis
+
+from tests.faults.conftest import service
+from tests.support.load import (
+    Audit,
+    LoadResult,
+    Traffic,
+    await_clean_audit,
+    create_groups,
+    run_load,
+    whole_inboxes,
+)
+from tests.support.stack import Stack, run_cli, wait_for, wait_web_ready
+
+RATE = 150.0  # msg/s offered in total, steady, from 46 senders
+CATCH_UP_S = 180.0
+
+
+def report(fault: str, result: LoadResult, final: Audit, catch_up_s: float, **extra: Any) -> None:
+    line = {"fault": fault, **final.as_dict(), "attempts": result.attempts,
+            "retries": result.retries, "errors": dict(result.errors),
+            "catch_up_s": round(catch_up_s, 1), **extra}
+    print("FAULT-REPORT " + orjson.dumps(line).decode())
+
+
+async def start_load(stack: Stack, duration_s: float) -> tuple[Traffic, LoadResult,
+                                                              asyncio.Task[LoadResult]]:
+    traffic = Traffic.build(uuid.uuid4().hex[:6], pairs=20, groups=3, group_size=5)
+    async with aiohttp.ClientSession() as session:
+        await create_groups(stack, session, traffic)
+    result = LoadResult()
+    task = asyncio.create_task(run_load(stack, traffic, rate=RATE, duration_s=duration_s,
+                                        result=result))
+    return traffic, result, task
+
+
+async def test_kill_9_each_agent_in_turn_mid_load(fault_stack: Stack) -> None:
+    traffic, result, load = await start_load(fault_stack, duration_s=30)
+    for agent in ("sequencer", "inbox", "history", "push"):
+        await asyncio.sleep(5)  # the fault schedule: one kill every 5 s of load
+        fault_stack.processes[agent].stop(signal.SIGKILL)
+        fault_stack.start_agent(agent)
+    await load
+    load_end = time.monotonic()
+    final, clean_at = await await_clean_audit(fault_stack.settings, traffic, result,
+                                              within=CATCH_UP_S)
+    report("kill -9 sequencer, inbox, history, push in turn", result, final, clean_at - load_end)
+    assert final.acked > 3000
+    assert final.clean, final
+
+
+async def test_hbase_down_for_30_s_mid_load(fault_stack: Stack) -> None:
+    traffic, result, load = await start_load(fault_stack, duration_s=50)
+    await asyncio.sleep(5)
+    await service("hbase", "stop")
+    down_at = time.monotonic()
+    try:
+        await asyncio.sleep(5)
+        during = LoadResult(acked=dict(result.acked))  # acked while HBase is down
+
+        async def inboxes_current() -> Audit | None:
+            audit, _ = await await_clean_audit(fault_stack.settings, traffic, during,
+                                               within=0, history_too=False)
+            return audit if audit.clean else None
+        await wait_for(inboxes_current, within=20, what="inboxes to flow during the outage")
+        assert not load.done()
+        await asyncio.sleep(max(0.0, 30 - (time.monotonic() - down_at)))  # the outage
+    finally:
+        await service("hbase", "start")
+    back_at = time.monotonic()
+    await load
+    final, clean_at = await await_clean_audit(fault_stack.settings, traffic, result,
+                                              within=CATCH_UP_S)
+    report("HBase stopped mid-load", result, final, clean_at - back_at,
+           outage_s=round(back_at - down_at, 1), inbox_acked_during_outage=len(during.acked))
+    assert final.clean, final
+
+
+async def test_kafka_restarted_mid_load(fault_stack: Stack) -> None:
+    traffic, result, load = await start_load(fault_stack, duration_s=40)
+    await asyncio.sleep(5)
+    await service("kafka", "stop")
+    down_at = time.monotonic()
+    try:
+        async def refused() -> bool:
+            return result.errors["http 503"] > 0
+        await wait_for(refused, within=20, what="503s while Kafka is down")
+        await asyncio.sleep(max(0.0, 10 - (time.monotonic() - down_at)))  # the outage
+    finally:
+        await service("kafka", "start")
+    back_at = time.monotonic()
+    await load
+    final, clean_at = await await_clean_audit(fault_stack.settings, traffic, result,
+                                              within=CATCH_UP_S)
+    report("Kafka restarted mid-load", result, final, clean_at - back_at,
+           outage_s=round(back_at - down_at, 1),
+           slowest_error_answer_s=round(result.slowest_error_s, 2))
+    assert result.slowest_error_s < 3.0  # a 503 within the 2 s produce timeout (+ slack)
+    assert final.clean, final
+
+
+async def test_a_web_process_killed_mid_load(fault_stack: Stack) -> None:
+    traffic, result, load = await start_load(fault_stack, duration_s=20)
+    await asyncio.sleep(5)
+    victim = fault_stack.processes["web1"]
+    victim.stop(signal.SIGKILL)
+    killed_at = time.monotonic()
+    await load
+    final, clean_at = await await_clean_audit(fault_stack.settings, traffic, result,
+                                              within=CATCH_UP_S)
+    report("web process kill -9", result, final, clean_at - killed_at)
+    port = int(fault_stack.web_urls[0].rsplit(":", 1)[1])
+    fault_stack.start_web("web1", port)  # back for the next test
+    await wait_web_ready(fault_stack.web_urls[0])
+    assert sum(n for e, n in result.errors.items() if not e.startswith("http")) > 0
+    assert final.clean, final
+
+
+async def test_flushed_redis_is_rebuilt_exactly_by_replay(fault_stack: Stack) -> None:
+    traffic, result, load = await start_load(fault_stack, duration_s=10)
+    await load
+    final, _ = await await_clean_audit(fault_stack.settings, traffic, result, within=CATCH_UP_S)
+    assert final.clean, final
+    before = await whole_inboxes(fault_stack.settings, traffic.users)
+    redis = aioredis.from_url(fault_stack.settings.redis_url)
+    await redis.flushdb()
+    await redis.aclose()
+    started = time.monotonic()
+    summary = await run_cli(fault_stack, "replay", "--sinks", "inbox", "--quiet")
+    took = time.monotonic() - started
+    after = await whole_inboxes(fault_stack.settings, traffic.users)
+    rebuilt, _ = await await_clean_audit(fault_stack.settings, traffic, result, within=0)
+    report("Redis flushed, then imflow replay --sinks inbox", result, rebuilt, took,
+           replay=summary)
+    assert after == before
+    assert rebuilt.clean, rebuilt
