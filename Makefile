@@ -5,7 +5,7 @@ VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install services init run test lint unit stop status bench
+.PHONY: install services init run test test-faults lint unit stop status bench
 
 install:  ## apt packages, the .venv and the Kafka/HBase jars (idempotent)
 	bash scripts/install.sh
@@ -30,8 +30,12 @@ lint:     ## ruff + mypy
 unit: install ## the fast unit tests only (no services)
 	$(BIN)/pytest -m "not services" tests/unit
 
-test: services lint ## the whole suite against the real Kafka, HBase and Redis
-	$(BIN)/pytest
+test: services lint ## every test against the real Kafka, HBase and Redis, faults last
+	$(BIN)/pytest tests --ignore=tests/faults
+	$(MAKE) --no-print-directory test-faults
+
+test-faults: services ## kills agents, web, Kafka, HBase under load; prints FAULT-REPORT lines
+	$(BIN)/pytest tests/faults -rP
 
 stop:     ## stop the services this project started
 	bash scripts/services.sh stop
