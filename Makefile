@@ -37,6 +37,9 @@ test: services lint ## every test against the real Kafka, HBase and Redis, fault
 test-faults: services ## kills agents, web, Kafka, HBase under load; prints FAULT-REPORT lines
 	$(BIN)/pytest tests/faults -rP
 
+bench: services ## the benchmarks (bench/run.py); writes bench/results/latest.json
+	$(BIN)/python -m bench.run
+
 stop:     ## stop the services this project started
 	bash scripts/services.sh stop
 

@@ -29,8 +29,6 @@ state = create_state_table(app, settings)
 inbound_topic = topic(app, settings.topic_inbound)
 messages_topic = topic(app, settings.topic_messages)
 dead_letters = DeadLetters(app, settings)
-# The inbound record may carry a body of max_body_bytes plus its envelope.
-MAX_RECORD_BYTES = settings.max_body_bytes + 4096
 
 
 async def _publish(outputs: list[SequencedRecord]) -> None:
@@ -58,7 +56,7 @@ async def sequence_batch(events: Sequence[EventT]) -> None:
     for event in events:
         msg = event.message
         try:
-            record = parse_inbound(msg.value, max_bytes=MAX_RECORD_BYTES)
+            record = parse_inbound(msg.value, max_body_bytes=settings.max_body_bytes)
         except RecordError as exc:
             await dead_letters.send(event, exc.reason)
             continue

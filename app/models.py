@@ -118,12 +118,15 @@ class InboundMembers(BaseModel):
 InboundRecord = InboundSend | InboundMembers
 
 
-def parse_inbound(raw: bytes | None, *, max_bytes: int) -> InboundRecord:
+MAX_RECORD_BYTES = 1024 * 1024  # Kafka's default max.message.bytes
+
+
+def parse_inbound(raw: bytes | None, *, max_body_bytes: int) -> InboundRecord:
     """Parse one `imflow.inbound` value, or raise RecordError with a readable reason."""
     if raw is None:
         raise RecordError("empty record value")
-    if len(raw) > max_bytes:
-        raise RecordError(f"record of {len(raw)} bytes exceeds {max_bytes}")
+    if len(raw) > MAX_RECORD_BYTES:
+        raise RecordError(f"record of {len(raw)} bytes exceeds {MAX_RECORD_BYTES}")
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -152,6 +155,10 @@ def parse_inbound(raw: bytes | None, *, max_bytes: int) -> InboundRecord:
         raise RecordError(str(exc)) from None
     if isinstance(record, InboundMembers) and conv_kind != "g":
         raise RecordError("membership changes apply to group conversations only")
+    if isinstance(record, InboundSend):
+        size = len(orjson.dumps(record.body))
+        if size > max_body_bytes:
+            raise RecordError(f"body of {size} bytes exceeds {max_body_bytes}")
     return record
 
 

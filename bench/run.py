@@ -1,0 +1,457 @@
+"""`make bench`: imflow's benchmarks against the local services (`make services` first).
+
+Starts its own web processes and agents (own topics, consumer groups, HBase table and
+Redis db 11), runs every scenario with separate load-generator processes, measures the
+raw baselines in the same run, prints a table and writes bench/results/latest.json.
+
+Scenarios (all bounded in time, loopback only):
+- e2e at a fixed 1,000 msg/s: send -> inbox / push / history latency percentiles;
+- e2e rate search: the highest 1:1 rate sustained for >= 30 s with zero loss;
+- ingress vs a bare aiohttp handler (wrk, closed loop, same client settings);
+- group fan-out to 1,000 and 10,000 members vs raw pipelined XADD from Python;
+- a 200-message sync page and a 20-message history page under light load;
+- RSS of every process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import happybase
+import orjson
+import redis.asyncio as aioredis
+from rich.console import Console
+from rich.table import Table
+
+from app.auth import mint_token
+from app.stores.history import conversation_prefix
+from tests.support.stack import (
+    ROOT,
+    Stack,
+    free_port,
+    launched,
+    prepared_env,
+    wait_for,
+)
+
+PY = sys.executable
+RESULTS = ROOT / "bench" / "results"
+console = Console()
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return round(ordered[index], 2)
+
+
+# ------------------------------------------------------------------ end to end
+
+
+async def _inbox_arrivals(redis: aioredis.Redis, users: list[str]) -> dict[str, float]:
+    """message_id -> ms when XADD put it into the recipient's inbox (the stream id)."""
+    arrivals: dict[str, float] = {}
+    async with redis.pipeline(transaction=False) as pipe:
+        for user in users:
+            pipe.xrange(f"inbox:{{{user}}}")
+        streams = await pipe.execute()
+    for entries in streams:
+        for entry_id, fields in entries:
+            message = orjson.loads(fields[b"m"])
+            arrivals[message["message_id"]] = float(entry_id.split(b"-")[0])
+    return arrivals
+
+
+def _history_arrivals(stack: Stack, conversations: list[str]) -> dict[str, float]:
+    """message_id -> ms when HBase stored its row (the cell timestamp)."""
+    arrivals: dict[str, float] = {}
+    conn = happybase.Connection(stack.settings.hbase_host, port=stack.settings.hbase_port)
+    try:
+        table = conn.table(stack.settings.hbase_table_name)
+        for cid in conversations:
+            for _, data in table.scan(row_prefix=conversation_prefix(cid).encode(),
+                                      columns=[b"m:j"], include_timestamp=True):
+                value, ts = data[b"m:j"]
+                arrivals[orjson.loads(value)["message_id"]] = float(ts)
+    finally:
+        conn.close()
+    return arrivals
+
+
+async def e2e(stack: Stack, *, rate: float, duration: float, pairs: int,
+              workdir: Path) -> dict[str, Any]:
+    """One open-loop run; latencies per sink and whether every acked message arrived."""
+    tag = uuid.uuid4().hex[:8]
+    secret = stack.env["IMFLOW_SECRET"]
+    urls = ",".join(stack.web_urls)
+    sent_file, recv_file = workdir / f"sent-{tag}.json", workdir / f"recv-{tag}.json"
+    ready_file = workdir / f"ready-{tag}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    receivers = await asyncio.create_subprocess_exec(
+        PY, "-m", "bench.receivers", "--urls", urls, "--secret", secret, "--tag", tag,
+        "--pairs", str(pairs), "--out", str(recv_file), "--ready-file", str(ready_file),
+        "--seconds", str(duration + 120), cwd=ROOT, env=env)
+
+    async def ready() -> bool:
+        return ready_file.exists()
+    await wait_for(ready, within=60, what="the WebSocket receivers")
+    rss = RssSampler(stack)
+    sampler = asyncio.create_task(rss.run())
+    loadgen = await asyncio.create_subprocess_exec(
+        PY, "-m", "bench.loadgen", "--urls", urls, "--secret", secret, "--tag", tag,
+        "--pairs", str(pairs), "--rate", str(rate), "--duration", str(duration),
+        "--out", str(sent_file), cwd=ROOT, env=env)
+    await loadgen.wait()
+    sampler.cancel()
+    out = orjson.loads(sent_file.read_bytes())
+    acked = {m[0]: m for m in out["sent"] if m[4] == 202}
+    cids = sorted({f"u:{min(m[1], m[2])}:{max(m[1], m[2])}" for m in out["sent"]})
+    redis = aioredis.from_url(stack.settings.redis_url)
+    drain_started = time.monotonic()
+    inbox: dict[str, float] = {}
+    history: dict[str, float] = {}
+    while time.monotonic() - drain_started < 20:  # let the pipeline drain what was accepted
+        inbox = await _inbox_arrivals(redis, [m[2] for m in acked.values()])
+        history = await asyncio.to_thread(_history_arrivals, stack, cids)
+        if set(acked) <= set(inbox) and set(acked) <= set(history):
+            break
+        await asyncio.sleep(1)
+    await redis.aclose()
+    await asyncio.sleep(1)  # the last pushes are in flight to the receivers
+    receivers.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(receivers.wait(), 30)
+    pushed = {mid: t for mid, t in orjson.loads(recv_file.read_bytes())["received"]}
+
+    def lat(arrivals: dict[str, float]) -> list[float]:
+        return [arrivals[mid] - m[3] for mid, m in acked.items() if mid in arrivals]
+
+    inbox_lat, push_lat, history_lat = lat(inbox), lat(pushed), lat(history)
+    seconds = out["finished_seconds"]
+    lost = {"inbox": len(set(acked) - set(inbox)), "push": len(set(acked) - set(pushed)),
+            "history": len(set(acked) - set(history))}
+    errors = len(out["sent"]) - len(acked)
+    sustained = (not any(lost.values()) and errors == 0 and out["late"] == 0
+                 and len(acked) >= 0.99 * out["offered"]
+                 and out["finished_seconds"] <= duration * 1.1 + 2)
+    return {
+        "rate_offered": rate, "duration_s": duration, "acked": len(acked),
+        "errors": errors, "late": out["late"], "acked_per_s": round(len(acked) / seconds, 1),
+        "lost": lost, "sustained": sustained,
+        "inbox_p50_ms": pct(inbox_lat, 50), "inbox_p99_ms": pct(inbox_lat, 99),
+        "push_p50_ms": pct(push_lat, 50), "push_p99_ms": pct(push_lat, 99),
+        "history_p50_ms": pct(history_lat, 50), "history_p99_ms": pct(history_lat, 99),
+        "rss_mb": rss.peak_mb(),
+    }
+
+
+# ------------------------------------------------------------------ RSS
+
+
+class RssSampler:
+    """Peak RSS of every imflow process and service, sampled once a second."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.pids: dict[str, int] = {n: p.popen.pid for n, p in stack.processes.items()}
+        for service in ("kafka", "hbase", "hbase-thrift", "redis"):
+            pid_file = ROOT / ".var" / "run" / f"{service}.pid"
+            if pid_file.exists():
+                self.pids[service] = int(pid_file.read_text().strip())
+        self.peak: dict[str, int] = {}
+
+    def sample(self) -> None:
+        for name, pid in self.pids.items():
+            try:
+                rss_kb = int(Path(f"/proc/{pid}/status").read_text().split("VmRSS:")[1]
+                             .split()[0])
+            except (OSError, IndexError, ValueError):
+                continue
+            self.peak[name] = max(self.peak.get(name, 0), rss_kb)
+
+    async def run(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(1)
+
+    def peak_mb(self) -> dict[str, float]:
+        self.sample()
+        return {name: round(kb / 1024, 1) for name, kb in sorted(self.peak.items())}
+
+
+# ------------------------------------------------------------------ ingress
+
+
+def wrk_rate(url: str, token: str, seconds: int) -> float:
+    out = subprocess.run(
+        ["wrk", "-t2", "-c64", f"-d{seconds}s", "-s", str(ROOT / "bench" / "post.lua"), url],
+        env={**os.environ, "BENCH_TOKEN": token, "BENCH_TO": "bench-ingress-r"},
+        capture_output=True, text=True, check=True).stdout
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if match is None or non2xx:
+        raise RuntimeError(f"wrk run failed or got errors:\n{out}")
+    return float(match.group(1))
+
+
+async def ingress(stack: Stack) -> dict[str, Any]:
+    token = mint_token(stack.env["IMFLOW_SECRET"], "bench-ingress-s", ttl_s=3600)
+    port = free_port()
+    bare = await asyncio.create_subprocess_exec(PY, "-m", "bench.bare_server", str(port),
+                                                cwd=ROOT,
+                                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        async def up() -> bool:
+            async with aiohttp.ClientSession() as s, s.post(
+                    f"http://127.0.0.1:{port}/v1/messages", data=b"{}") as resp:
+                return resp.status == 202
+        await wait_for(up, within=30, what="the bare server")
+        bare_rate = await asyncio.to_thread(wrk_rate, f"http://127.0.0.1:{port}", token, 10)
+    finally:
+        bare.terminate()
+        await asyncio.wait_for(bare.wait(), 10)
+    ingress_rate = await asyncio.to_thread(wrk_rate, stack.web_urls[0], token, 10)
+    return {"ingress_msgs_per_s": round(ingress_rate, 1),
+            "bare_aiohttp_req_per_s": round(bare_rate, 1),
+            "ingress_ratio_vs_bare": round(ingress_rate / bare_rate, 3)}
+
+
+# ------------------------------------------------------------------ fan-out
+
+
+async def raw_xadd_rate(redis: aioredis.Redis, streams: int, per_pipeline: int = 1000) -> float:
+    """Deliveries/s of pipelined XADD from Python: the per-recipient baseline."""
+    tag = uuid.uuid4().hex[:6]
+    payload = orjson.dumps({"message_id": "x" * 32, "body": {"text": "x" * 64}})
+    started = time.perf_counter()
+    for start in range(0, streams, per_pipeline):
+        async with redis.pipeline(transaction=False) as pipe:
+            for i in range(start, min(streams, start + per_pipeline)):
+                pipe.xadd(f"rawbench:{{{tag}{i}}}", {"m": payload})
+            await pipe.execute()
+    took = time.perf_counter() - started
+    keys = [f"rawbench:{{{tag}{i}}}" for i in range(streams)]
+    for start in range(0, streams, 1000):
+        await redis.delete(*keys[start:start + 1000])
+    return streams / took
+
+
+async def fanout(stack: Stack, members: int, messages: int) -> float:
+    """Deliveries/s into every member's inbox for `messages` sends into one group."""
+    tag = uuid.uuid4().hex[:6]
+    owner = f"own-{tag}"
+    others = [f"m{i}-{tag}" for i in range(members - 1)]
+    gid = f"fan{members}-{tag}"
+    secret = stack.env["IMFLOW_SECRET"]
+    headers = {"Authorization": f"Bearer {mint_token(secret, owner, ttl_s=3600)}"}
+    redis = aioredis.from_url(stack.settings.redis_url)
+    async with aiohttp.ClientSession() as session:
+        async with session.post(stack.web_urls[0] + "/v1/groups", headers=headers,
+                                json={"group_id": gid, "members": others}) as resp:
+            assert resp.status == 201, await resp.text()
+        last_seq = 1 + messages
+        everyone = [owner, *others]
+
+        async def delivered_to_all() -> bool:
+            async with redis.pipeline(transaction=False) as pipe:
+                for user in everyone:
+                    pipe.hget(f"applied:{{{user}}}", f"g:{gid}")
+                got = await pipe.execute()
+            return all(g is not None and int(g) >= 1 for g in got)
+        await wait_for(delivered_to_all, within=120, what="the group's creation everywhere")
+
+        started_ms = time.time() * 1000
+        for n in range(messages):
+            async with session.post(stack.web_urls[0] + "/v1/messages", headers=headers,
+                                    json={"conversation": f"g:{gid}", "client_msg_id": f"f{n}",
+                                          "body": {"text": "x" * 64}}) as resp:
+                assert resp.status == 202
+
+        async def last_everywhere() -> bool:
+            async with redis.pipeline(transaction=False) as pipe:
+                for user in everyone:
+                    pipe.hget(f"applied:{{{user}}}", f"g:{gid}")
+                got = await pipe.execute()
+            return all(g is not None and int(g) >= last_seq for g in got)
+        await wait_for(last_everywhere, within=300, what="every fan-out delivery")
+    finished_ms = 0.0
+    async with redis.pipeline(transaction=False) as pipe:
+        for user in everyone:
+            pipe.xrevrange(f"inbox:{{{user}}}", count=1)
+        for entries in await pipe.execute():
+            finished_ms = max(finished_ms, float(entries[0][0].split(b"-")[0]))
+    await redis.aclose()
+    return members * messages / ((finished_ms - started_ms) / 1000)
+
+
+# ------------------------------------------------------------------ reads
+
+
+async def reads(stack: Stack, workdir: Path) -> dict[str, Any]:
+    """p50/p99 of a 200-message sync page and a 20-message history page, 300 each,
+    while a background load sends 100 msg/s."""
+    tag = uuid.uuid4().hex[:6]
+    secret = stack.env["IMFLOW_SECRET"]
+    reader, writer = f"reader-{tag}", f"writer-{tag}"
+    cid = f"u:{min(reader, writer)}:{max(reader, writer)}"
+    rh = {"Authorization": f"Bearer {mint_token(secret, reader, device='d', ttl_s=3600)}"}
+    wh = {"Authorization": f"Bearer {mint_token(secret, writer, ttl_s=3600)}"}
+    url = stack.web_urls[0]
+    async with aiohttp.ClientSession() as session:
+        for n in range(250):
+            async with session.post(url + "/v1/messages", headers=wh, json={
+                    "to": reader, "client_msg_id": f"p{n}", "body": {"text": "x" * 64}}) as r:
+                assert r.status == 202
+
+        async def filled() -> bool:
+            async with session.get(url + f"/v1/conversations/{cid}/messages", headers=rh,
+                                   params={"before": "250", "limit": "1"}) as r1, \
+                    session.get(url + "/v1/sync", headers=rh,
+                                params={"since": "0", "limit": "500"}) as r2:
+                return (len((await r1.json())["messages"]) == 1
+                        and len((await r2.json())["messages"]) == 250)
+        await wait_for(filled, within=60, what="250 messages stored")
+
+        background = await asyncio.create_subprocess_exec(
+            PY, "-m", "bench.loadgen", "--urls", url, "--secret", secret, "--tag", f"bg{tag}",
+            "--pairs", "20", "--rate", "100", "--duration", "30",
+            "--out", str(workdir / f"bg-{tag}.json"), cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)})
+        sync_ms: list[float] = []
+        history_ms: list[float] = []
+        for _ in range(300):
+            t0 = time.perf_counter()
+            async with session.get(url + "/v1/sync", headers=rh,
+                                   params={"since": "0", "limit": "200"}) as r:
+                assert len((await r.json())["messages"]) == 200
+            t1 = time.perf_counter()
+            async with session.get(url + f"/v1/conversations/{cid}/messages",
+                                   headers=rh, params={"limit": "20"}) as r:
+                assert len((await r.json())["messages"]) == 20
+            t2 = time.perf_counter()
+            sync_ms.append((t1 - t0) * 1000)
+            history_ms.append((t2 - t1) * 1000)
+        await background.wait()
+    return {"sync_p50_ms": pct(sync_ms, 50), "sync_p99_ms": pct(sync_ms, 99),
+            "history_p50_ms": pct(history_ms, 50), "history_p99_ms": pct(history_ms, 99)}
+
+
+# ------------------------------------------------------------------ main
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="imflow-bench-"))
+    results: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform(), "when": time.strftime("%Y-%m-%d %H:%M")},
+    }
+    with prepared_env(workdir, redis_db=11) as env:
+        env["IMFLOW_PARTITIONS"] = str(args.partitions)
+        webs = [(f"web{i + 1}", free_port(), None) for i in range(args.webs)]
+        async with launched(env, workdir, webs) as stack:
+            console.print(f"[bold]stack up[/]: {args.webs} web, agents; partitions "
+                          f"{args.partitions}")
+            fixed = await e2e(stack, rate=1000, duration=args.duration, pairs=args.pairs,
+                              workdir=workdir)
+            console.print(f"e2e @1000/s: {fixed}")
+            results["e2e_at_1000"] = fixed
+            results.update({
+                "e2e_p50_ms_inbox": fixed["inbox_p50_ms"],
+                "e2e_p99_ms_inbox": fixed["inbox_p99_ms"],
+                "e2e_p99_ms_push": fixed["push_p99_ms"],
+                "e2e_p99_ms_history": fixed["history_p99_ms"], "rss_mb": fixed["rss_mb"],
+            })
+            best = 1000.0 if fixed["sustained"] else 0.0
+            steps = []
+            for rate in args.rates:
+                if rate <= best:
+                    continue
+                step = await e2e(stack, rate=rate, duration=args.duration, pairs=args.pairs,
+                                 workdir=workdir)
+                console.print(f"e2e @{rate}/s: {step}")
+                steps.append(step)
+                if not step["sustained"]:
+                    break
+                best = rate
+            results["e2e_rate_search"] = steps
+            results["e2e_msgs_per_s"] = best
+
+            if shutil.which("wrk"):
+                results.update(await ingress(stack))
+            else:
+                console.print("[red]wrk not installed (apt-get install wrk): no ingress figures")
+            redis = aioredis.from_url(stack.settings.redis_url)
+            raw = await raw_xadd_rate(redis, 10_000)
+            await redis.aclose()
+            fan_1k = await fanout(stack, 1_000, args.fanout_messages_1k)
+            fan_10k = await fanout(stack, 10_000, args.fanout_messages_10k)
+            results.update({
+                "raw_xadd_deliveries_per_s": round(raw, 1),
+                "fanout_deliveries_per_s_1k": round(fan_1k, 1),
+                "fanout_deliveries_per_s_10k": round(fan_10k, 1),
+                "fanout_ratio_vs_raw_xadd": round(fan_10k / raw, 3),
+            })
+            results.update(await reads(stack, workdir))
+    shutil.rmtree(workdir, ignore_errors=True)
+    return results
+
+
+def show(results: dict[str, Any]) -> None:
+    targets = {
+        "e2e_msgs_per_s": (">=", 2000), "e2e_p99_ms_inbox": ("<=", 50),
+        "e2e_p99_ms_push": ("<=", 100), "ingress_ratio_vs_bare": (">=", 0.5),
+        "fanout_ratio_vs_raw_xadd": (">=", 1.0), "sync_p99_ms": ("<=", 20),
+        "history_p99_ms": ("<=", 30),
+    }
+    table = Table(title=f"imflow bench ({results['machine']['cpus']} cpus, "
+                        f"{results['machine']['when']})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("target")
+    for key, value in results.items():
+        if isinstance(value, int | float):
+            op, goal = targets.get(key, ("", None))
+            mark = ""
+            if goal is not None:
+                ok = value >= goal if op == ">=" else value <= goal
+                mark = f"{op} {goal} {'met' if ok else 'MISSED'}"
+            table.add_row(key, f"{value:,}", mark)
+    for name, mb in results.get("rss_mb", {}).items():
+        table.add_row(f"rss_mb {name}", f"{mb:,}", "")
+    console.print(table)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds per e2e run")
+    parser.add_argument("--pairs", type=int, default=200)
+    parser.add_argument("--webs", type=int, default=2)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--rates", type=float, nargs="*",
+                        default=[1500, 2000, 2500, 3000, 4000, 5000])
+    parser.add_argument("--fanout-messages-1k", type=int, default=20)
+    parser.add_argument("--fanout-messages-10k", type=int, default=5)
+    args = parser.parse_args()
+    results = asyncio.run(bench(args))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "latest.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    show(results)
+    console.print(f"wrote {RESULTS / 'latest.json'}")
+
+
+if __name__ == "__main__":
+    main()
