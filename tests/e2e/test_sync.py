@@ -13,11 +13,13 @@ from tests.support.client import Client
 pytestmark = pytest.mark.services
 
 
-async def send_many(sender: Client, to: str, count: int, prefix: str = "m") -> list[str]:
-    """Send `count` messages, 20 in flight at a time; returns their message ids."""
+async def send_many(sender: Client, to: str, count: int, prefix: str = "m",
+                    in_flight: int = 20) -> list[str]:
+    """Send `count` messages, `in_flight` at a time (so their order is only defined with
+    in_flight=1); returns their message ids."""
     ids: list[str] = []
-    for start in range(0, count, 20):
-        batch = range(start, min(start + 20, count))
+    for start in range(0, count, in_flight):
+        batch = range(start, min(start + in_flight, count))
         answers = await asyncio.gather(*(sender.send(to=to, client_msg_id=f"{prefix}{i}",
                                                      body={"n": i}) for i in batch))
         ids.extend(a["message_id"] for a in answers)
@@ -68,14 +70,14 @@ async def test_each_device_keeps_its_own_cursor_and_since_zero_restarts(
     sender = client_for(alice)
     phone, laptop = client_for(bob, "phone", web=0), client_for(bob, "laptop", web=1)
     watcher = client_for(bob, "watcher")
-    await send_many(sender, bob, 5, prefix="a")
+    await send_many(sender, bob, 5, prefix="a", in_flight=1)
     await await_inbox(watcher, 5, "the first five")
 
     first = await phone.sync(limit=3)
     assert [m["body"]["n"] for m in first["messages"]] == [0, 1, 2] and first["has_more"]
     assert [m["body"]["n"] for m in (await laptop.sync(limit=2))["messages"]] == [0, 1]
 
-    await send_many(sender, bob, 2, prefix="b")
+    await send_many(sender, bob, 2, prefix="b", in_flight=1)
     await await_inbox(watcher, 7, "seven messages")
     rest_phone = await phone.sync()
     rest_laptop = await laptop.sync()
