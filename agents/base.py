@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from app.errors import StoreUnavailable
 from app.models import SequencedRecord, parse_sequenced
 from app.settings import Settings, get_settings
 from app.stores.history import HistoryStore
+from app.stores.redis_client import create_redis
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class RedisService(mode.Service):
         return self._client
 
     async def on_start(self) -> None:
-        self._client = aioredis.from_url(self.settings.redis_url)
+        self._client = create_redis(self.settings)
         await self._client.ping()
 
     async def on_stop(self) -> None:
@@ -150,16 +151,50 @@ async def retry_forever(what: str, call: Callable[[], Awaitable[Any]]) -> Any:
             delay = min(delay * 2, RETRY_MAX_S)
 
 
+async def event_batches(stream: Any, max_batch: int) -> AsyncIterator[list[EventT]]:
+    """Batches of the events that have arrived, each handed over as soon as the previous
+    one is done.
+
+    Unlike Faust's `take_events`, a batch never waits to fill up: at a low rate it is one
+    event (latency = one round of work); under load batches grow by themselves, which is
+    what amortises the round trips to Kafka, Redis and HBase. Acks are manual and come
+    only after the caller processed the whole batch, so no offset is committed early.
+    """
+    manual = stream.noack()
+    queue: asyncio.Queue[EventT] = asyncio.Queue(maxsize=2 * max_batch)
+
+    async def feed() -> None:
+        async for event in manual.events():
+            await queue.put(event)
+
+    feeder = asyncio.create_task(feed(), name="imflow-batch-feeder")
+    try:
+        while True:
+            first = asyncio.ensure_future(queue.get())
+            done, _ = await asyncio.wait({first, feeder}, return_when=asyncio.FIRST_COMPLETED)
+            if first not in done:
+                first.cancel()
+                feeder.result()  # the stream ended: re-raise its error, if any
+                return
+            batch = [first.result()]
+            while len(batch) < max_batch and not queue.empty():
+                batch.append(queue.get_nowait())
+            yield batch
+            for event in batch:
+                await manual.ack(event)
+    finally:
+        feeder.cancel()
+
+
 async def sequenced_batches(
     stream: Any, settings: Settings, dead_letters: DeadLetters
 ) -> AsyncIterable[Sequence[SequencedRecord]]:
     """Batches of parsed `imflow.messages` records; malformed ones go to dead-letter."""
-    async for events in stream.take_events(settings.agent_batch_max,
-                                           within=settings.agent_batch_within_s):
+    async for events in event_batches(stream, settings.agent_batch_max):
         records: list[SequencedRecord] = []
         for event in events:
             try:
-                records.append(parse_sequenced(event.message.value))
+                records.append(parse_sequenced(event.message.value or b""))
             except (ValidationError, ValueError) as exc:
                 await dead_letters.send(event, f"invalid sequenced record: {exc}")
         yield records

@@ -14,7 +14,7 @@ from typing import Any
 from aiokafka.errors import KafkaError
 from faust.types import EventT
 
-from agents.base import DeadLetters, create_faust_app, retry_forever, topic
+from agents.base import DeadLetters, create_faust_app, event_batches, retry_forever, topic
 from agents.sequencing import decide
 from app.errors import RecordError, StoreUnavailable
 from app.models import SequencedRecord, parse_inbound
@@ -27,17 +27,16 @@ settings = get_settings()
 app = create_faust_app("sequencer", settings)
 state = create_state_table(app, settings)
 inbound_topic = topic(app, settings.topic_inbound)
-messages_topic = topic(app, settings.topic_messages)
 dead_letters = DeadLetters(app, settings)
 
 
 async def _publish(outputs: list[SequencedRecord]) -> None:
     """Send the batch's outputs and wait until Kafka acked every one."""
     try:
+        producer = app.producer  # straight to the producer: Topic.send's per-record overhead
         futures = [
-            await messages_topic.send(
-                key=out.message.conversation_id.encode(), value=out.model_dump_json().encode()
-            )
+            await producer.send(settings.topic_messages, out.message.conversation_id.encode(),
+                                out.model_dump_json().encode(), None, None, None)
             for out in outputs
         ]
         await asyncio.gather(*futures)
@@ -80,8 +79,7 @@ async def sequence_batch(events: Sequence[EventT]) -> None:
 
 @app.agent(inbound_topic)
 async def sequence(stream: Any) -> None:
-    async for events in stream.take_events(settings.agent_batch_max,
-                                           within=settings.agent_batch_within_s):
+    async for events in event_batches(stream, settings.agent_batch_max):
         await sequence_batch(events)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import ValidationError
@@ -22,6 +21,7 @@ from app.stores.groups import GroupStore
 from app.stores.history import HistoryStore
 from app.stores.inbox import InboxStore
 from app.stores.push import PushPublisher
+from app.stores.redis_client import create_redis
 
 SINKS = ("inbox", "history", "push")
 
@@ -90,7 +90,7 @@ async def replay(settings: Settings, sinks: Iterable[str], rng: ReplayRange, *,
     if unknown or not chosen:
         raise ValueError(f"sinks must be some of {', '.join(SINKS)}; got {sorted(chosen)}")
     summary = ReplaySummary()
-    redis = aioredis.from_url(settings.redis_url)
+    redis = create_redis(settings)
     history = HistoryStore(settings) if "history" in chosen else None
     inbox = InboxStore(redis, retention_s=settings.inbox_retention_s)
     groups, publisher = GroupStore(redis), PushPublisher(redis)

@@ -39,6 +39,8 @@ class Settings(BaseSettings):
 
     # --- Redis ---
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_max_connections: int = Field(64, description="Connection pool size per process.")
+    redis_pool_timeout_s: float = 2.0
     inbox_retention_s: int = 7 * DAY_S
     presence_ttl_s: int = 60
 
@@ -69,7 +71,6 @@ class Settings(BaseSettings):
         10.0, description="A worker that stops heartbeating (kill -9) loses its partitions "
         "after this long.")
     agent_batch_max: int = 500
-    agent_batch_within_s: float = 0.005
     dedup_window_s: int = DAY_S
     faust_store: str = "memory://"
     faust_data_dir: str = ".var/faust"

@@ -31,7 +31,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     connected = 0
     all_connected = asyncio.Event()
 
-    async with aiohttp.ClientSession() as session:
+    # One connection per device: no pool limit (aiohttp's default is 100).
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         async def device(i: int) -> None:
             nonlocal connected
             token = mint_token(args.secret, f"r{i}-{args.tag}", device="bench", ttl_s=3600)

@@ -353,60 +353,58 @@ async def reads(stack: Stack, workdir: Path) -> dict[str, Any]:
 # ------------------------------------------------------------------ main
 
 
-async def bench(args: argparse.Namespace) -> dict[str, Any]:
-    workdir = Path(tempfile.mkdtemp(prefix="imflow-bench-"))
+async def bench(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> dict[str, Any]:
     results: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform(), "when": time.strftime("%Y-%m-%d %H:%M")},
     }
-    with prepared_env(workdir, redis_db=11) as env:
-        env["IMFLOW_PARTITIONS"] = str(args.partitions)
-        webs = [(f"web{i + 1}", free_port(), None) for i in range(args.webs)]
-        async with launched(env, workdir, webs) as stack:
-            console.print(f"[bold]stack up[/]: {args.webs} web, agents; partitions "
-                          f"{args.partitions}")
-            fixed = await e2e(stack, rate=1000, duration=args.duration, pairs=args.pairs,
-                              workdir=workdir)
-            console.print(f"e2e @1000/s: {fixed}")
-            results["e2e_at_1000"] = fixed
-            results.update({
-                "e2e_p50_ms_inbox": fixed["inbox_p50_ms"],
-                "e2e_p99_ms_inbox": fixed["inbox_p99_ms"],
-                "e2e_p99_ms_push": fixed["push_p99_ms"],
-                "e2e_p99_ms_history": fixed["history_p99_ms"], "rss_mb": fixed["rss_mb"],
-            })
-            best = 1000.0 if fixed["sustained"] else 0.0
-            steps = []
-            for rate in args.rates:
-                if rate <= best:
-                    continue
-                step = await e2e(stack, rate=rate, duration=args.duration, pairs=args.pairs,
-                                 workdir=workdir)
-                console.print(f"e2e @{rate}/s: {step}")
-                steps.append(step)
-                if not step["sustained"]:
-                    break
-                best = rate
-            results["e2e_rate_search"] = steps
-            results["e2e_msgs_per_s"] = best
+    webs = [(f"web{i + 1}", free_port(), None) for i in range(args.webs)]
+    async with launched(env, workdir, webs) as stack:
+        console.print(f"[bold]stack up[/]: {args.webs} web, agents; partitions "
+                      f"{args.partitions}")
+        fixed = await e2e(stack, rate=args.fixed_rate, duration=args.duration,
+                          pairs=args.pairs, workdir=workdir)
+        console.print(f"e2e @1000/s: {fixed}")
+        results["e2e_at_1000"] = fixed
+        results.update({
+            "e2e_p50_ms_inbox": fixed["inbox_p50_ms"],
+            "e2e_p99_ms_inbox": fixed["inbox_p99_ms"],
+            "e2e_p99_ms_push": fixed["push_p99_ms"],
+            "e2e_p99_ms_history": fixed["history_p99_ms"], "rss_mb": fixed["rss_mb"],
+        })
+        best = args.fixed_rate if fixed["sustained"] else 0.0
+        steps = []
+        for rate in args.rates:
+            if rate <= best:
+                continue
+            step = await e2e(stack, rate=rate, duration=args.duration, pairs=args.pairs,
+                             workdir=workdir)
+            console.print(f"e2e @{rate}/s: {step}")
+            steps.append(step)
+            if not step["sustained"]:
+                break
+            best = rate
+        results["e2e_rate_search"] = steps
+        results["e2e_msgs_per_s"] = best
 
-            if shutil.which("wrk"):
-                results.update(await ingress(stack))
-            else:
-                console.print("[red]wrk not installed (apt-get install wrk): no ingress figures")
-            redis = aioredis.from_url(stack.settings.redis_url)
-            raw = await raw_xadd_rate(redis, 10_000)
-            await redis.aclose()
-            fan_1k = await fanout(stack, 1_000, args.fanout_messages_1k)
-            fan_10k = await fanout(stack, 10_000, args.fanout_messages_10k)
-            results.update({
-                "raw_xadd_deliveries_per_s": round(raw, 1),
-                "fanout_deliveries_per_s_1k": round(fan_1k, 1),
-                "fanout_deliveries_per_s_10k": round(fan_10k, 1),
-                "fanout_ratio_vs_raw_xadd": round(fan_10k / raw, 3),
-            })
-            results.update(await reads(stack, workdir))
-    shutil.rmtree(workdir, ignore_errors=True)
+        if "ingress" not in args.skip and shutil.which("wrk"):
+            results.update(await ingress(stack))
+        else:
+            console.print("[red]wrk not installed (apt-get install wrk): no ingress figures")
+        if "fanout" in args.skip:
+            return results
+        redis = aioredis.from_url(stack.settings.redis_url)
+        raw = await raw_xadd_rate(redis, 10_000)
+        await redis.aclose()
+        fan_1k = await fanout(stack, 1_000, args.fanout_messages_1k)
+        fan_10k = await fanout(stack, 10_000, args.fanout_messages_10k)
+        results.update({
+            "raw_xadd_deliveries_per_s": round(raw, 1),
+            "fanout_deliveries_per_s_1k": round(fan_1k, 1),
+            "fanout_deliveries_per_s_10k": round(fan_10k, 1),
+            "fanout_ratio_vs_raw_xadd": round(fan_10k / raw, 3),
+        })
+        results.update(await reads(stack, workdir))
     return results
 
 
@@ -443,10 +441,19 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--rates", type=float, nargs="*",
                         default=[1500, 2000, 2500, 3000, 4000, 5000])
+    parser.add_argument("--fixed-rate", type=float, default=1000.0,
+                        help="the offered rate of the latency run (the target's 1,000/s)")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["ingress", "fanout"],
+                        help="scenarios to leave out (for quick runs while profiling)")
     parser.add_argument("--fanout-messages-1k", type=int, default=20)
     parser.add_argument("--fanout-messages-10k", type=int, default=5)
     args = parser.parse_args()
-    results = asyncio.run(bench(args))
+    workdir = Path(tempfile.mkdtemp(prefix="imflow-bench-"))
+    try:
+        with prepared_env(workdir, redis_db=11, IMFLOW_PARTITIONS=str(args.partitions)) as env:
+            results = asyncio.run(bench(args, env, workdir))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     show(results)

@@ -11,9 +11,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-import redis.asyncio as aioredis
 from aiohttp import web
 from prometheus_client import Counter, Histogram
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.errors import ApiError, StoreUnavailable
 from app.settings import Settings
@@ -23,6 +24,7 @@ from app.stores.inbox import InboxStore
 from app.stores.kafka import InboundProducer
 from app.stores.push import PresenceStore
 from app.stores.ratelimit import RateLimiter
+from app.stores.redis_client import create_redis
 from app.web import groups, live, messages, ops, reads
 from app.web.context import (
     GROUPS,
@@ -65,8 +67,8 @@ async def errors_and_metrics(request: web.Request, handler: Handler) -> web.Stre
         response = await handler(request)
     except ApiError as exc:
         response = _error(exc.status, exc.code, exc.message, exc.retry_after)
-    except StoreUnavailable as exc:
-        log.warning("store unavailable on %s: %s", name, exc)
+    except (StoreUnavailable, RedisConnectionError, RedisTimeoutError) as exc:
+        log.warning("store unavailable on %s: %r", name, exc)
         response = _error(503, "store_unavailable", "a backing store is unavailable; retry",
                           retry_after=1)
     except web.HTTPException as exc:
@@ -110,7 +112,7 @@ def create_app(settings: Settings) -> web.Application:
 
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    client = aioredis.from_url(settings.redis_url)
+    client = create_redis(settings)
     app[REDIS] = client
     app[INBOX] = InboxStore(client, retention_s=settings.inbox_retention_s)
     app[PRESENCE] = PresenceStore(client, ttl_s=settings.presence_ttl_s)

@@ -165,11 +165,11 @@ def probe_services() -> None:
 
 
 @contextmanager
-def prepared_env(workdir: Path, *, redis_db: int) -> Iterator[dict[str, str]]:
+def prepared_env(workdir: Path, *, redis_db: int, **overrides: str) -> Iterator[dict[str, str]]:
     """A run's environment with its topics and table created; dropped afterwards."""
     probe_services()
     env = session_env(new_run_id(), workdir,
-                      IMFLOW_REDIS_URL=f"redis://127.0.0.1:6379/{redis_db}")
+                      IMFLOW_REDIS_URL=f"redis://127.0.0.1:6379/{redis_db}", **overrides)
     subprocess.run([str(BIN / "imflow"), "init"], cwd=ROOT, env=env, check=True,
                    capture_output=True)
     try:
