@@ -91,7 +91,7 @@ async def openapi(request: web.Request) -> web.Response:
 def create_app(settings: Settings) -> web.Application:
     settings.jwt_secret()  # fail at start-up, not on the first request
     app = web.Application(middlewares=[errors_and_metrics],
-                          client_max_size=settings.max_body_bytes + 8192)
+                          client_max_size=2 * 1024 * 1024)  # routes set tighter limits
     app[SETTINGS] = settings
     app.cleanup_ctx.extend([_redis_ctx, _producer_ctx, _history_ctx])
     app.router.add_post("/v1/messages", messages.post_message)

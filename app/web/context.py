@@ -50,9 +50,12 @@ def identity(request: web.Request) -> Identity:
     return verify_token(request.app[SETTINGS].jwt_secret(), token)
 
 
-async def json_body(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object, within the body size limit (413) and well-formed (400)."""
-    limit = request.app[SETTINGS].max_body_bytes + 4096  # the body field plus its envelope
+async def json_body(request: web.Request, limit: int | None = None) -> dict[str, Any]:
+    """The request's JSON object, within the size limit (413) and well-formed (400).
+
+    The default limit is a message's: its body plus the envelope."""
+    if limit is None:
+        limit = request.app[SETTINGS].max_body_bytes + 4096
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"request body exceeds {limit} bytes")
     raw = await request.content.read(limit + 1)

@@ -23,6 +23,7 @@ from app.web.context import (
 )
 
 APPLY_WAIT_S = 10.0
+MEMBERS_REQUEST_BYTES = 1024 * 1024  # up to 10,000 member ids; the record's Kafka limit
 MAX_MEMBERS_PER_CHANGE = 10_000
 
 
@@ -64,7 +65,7 @@ async def _submit(request: web.Request, cid: str, actor: str, op: str,
 
 async def create_group(request: web.Request) -> web.Response:
     me = identity(request)
-    req = validated(CreateGroup, await json_body(request))
+    req = validated(CreateGroup, await json_body(request, MEMBERS_REQUEST_BYTES))
     cid = group_conversation(req.group_id)
     if await request.app[GROUPS].owner(cid) is not None:
         raise Conflict(f"group {req.group_id!r} already exists", code="group_exists")
@@ -82,7 +83,7 @@ async def change_members(request: web.Request) -> web.Response:
     me = identity(request)
     gid = _group_id(request)
     cid = group_conversation(gid)
-    req = validated(ChangeMembers, await json_body(request))
+    req = validated(ChangeMembers, await json_body(request, MEMBERS_REQUEST_BYTES))
     if not req.add and not req.remove:
         raise BadRequest("give members to add or remove", code="invalid_members")
     owner = await request.app[GROUPS].owner(cid)
