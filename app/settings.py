@@ -34,7 +34,8 @@ class Settings(BaseSettings):
     topic_dead_letter: str = "imflow.dead-letter"
     partitions: int = Field(8, description="Partitions of inbound/messages (and changelogs).")
     replication_factor: int = 1
-    produce_timeout_s: float = Field(2.0, description="Ingress answers 503 after this.")
+    produce_timeout_s: float = Field(
+        1.5, description="Ingress answers 503 after this (the API promises within 2 s).")
     messages_retention_s: int = 8 * DAY_S
 
     # --- Redis ---

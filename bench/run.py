@@ -389,9 +389,10 @@ async def bench(args: argparse.Namespace, env: dict[str, str], workdir: Path) ->
                              workdir=workdir)
             console.print(f"e2e @{rate}/s: {step}")
             steps.append(step)
-            if not step["sustained"]:
-                break
-            best = rate
+            if step["sustained"]:
+                best = max(best, rate)
+            if step["sustained"] != fixed["sustained"]:
+                break  # going up: the first failure; going down: the first success
         results["e2e_rate_search"] = steps
         results["e2e_msgs_per_s"] = best
 

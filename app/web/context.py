@@ -58,9 +58,14 @@ async def json_body(request: web.Request, limit: int | None = None) -> dict[str,
         limit = request.app[SETTINGS].max_body_bytes + 4096
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"request body exceeds {limit} bytes")
-    raw = await request.content.read(limit + 1)
-    if len(raw) > limit:
-        raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):  # read() may return less
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:

@@ -108,6 +108,16 @@ async def test_bad_requests_get_a_clear_400_or_413(client_for: Callable[..., Cli
         assert answer["error"]["message"]
 
 
+async def test_a_body_just_under_the_limit_is_accepted_whole(
+    names: Callable[..., list[str]], client_for: Callable[..., Client],
+) -> None:
+    alice, bob = names("alice", "bob")
+    text = "y" * (64 * 1024 - 16)  # with its JSON quotes, just under 64 KiB encoded
+    await client_for(alice).send(to=bob, client_msg_id="big", body={"t": text})
+    (got,) = await await_inbox(client_for(bob, "watch"), 1, "the large message")
+    assert got["body"] == {"t": text}
+
+
 async def test_a_user_sends_only_as_themselves(
     names: Callable[..., list[str]], client_for: Callable[..., Client],
 ) -> None:
