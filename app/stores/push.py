@@ -72,15 +72,21 @@ class PushPublisher:
     """Publishes sequenced records to the channels of online recipients."""
 
     def __init__(self, client: aioredis.Redis) -> None:
+        self._redis = client
         self._publish = client.register_script(_PUBLISH_ONLINE_LUA)
 
     async def publish(self, records: list[SequencedRecord]) -> int:
-        sent = 0
-        for record in records:
-            message = record.message.model_dump_json().encode()
-            payload = b'{"type":"message","message":' + message + b"}"
-            keys = [presence_key(u) for u in record.recipients]
-            args: list[Any] = [channel(u) for u in record.recipients]
-            args.append(payload)
-            sent += int(await self._publish(keys=keys, args=args))
-        return sent
+        """Publish every record to its online recipients in one round trip; returns how many
+        (record, recipient) pairs were published."""
+        if not records:
+            return 0
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for record in records:
+                message = record.message.model_dump_json().encode()
+                payload = b'{"type":"message","message":' + message + b"}"
+                keys = [presence_key(u) for u in record.recipients]
+                args: list[Any] = [channel(u) for u in record.recipients]
+                args.append(payload)
+                await self._publish(keys=keys, args=args, client=pipe)
+            sent = await pipe.execute()
+        return sum(int(n) for n in sent)
