@@ -125,6 +125,9 @@ async def replay(settings: Settings, sinks: Iterable[str], rng: ReplayRange, *,
                             records.append(parse_sequenced(message.value or b""))
                         except (ValidationError, ValueError):
                             summary.malformed += 1
+                # Interleave partitions by time; stable, so each conversation keeps its seq
+                # order (its ts never goes backwards).
+                records.sort(key=lambda r: r.message.ts)
                 await _apply(records, chosen, inbox, groups, history, publisher, summary)
                 progress.update(task, completed=summary.read)
                 for tp in list(todo):  # done once the next offset to read is the end

@@ -220,12 +220,19 @@ async def await_clean_audit(settings: Settings, traffic: Traffic, result: LoadRe
         await asyncio.sleep(0.5)
 
 
-async def whole_inboxes(settings: Settings, users: set[str]) -> dict[str, list[tuple[Any, ...]]]:
-    """(conversation, seq, message id) of every entry of each user's inbox, in order."""
+async def whole_inboxes(settings: Settings,
+                        users: set[str]) -> dict[str, dict[str, list[tuple[int, str]]]]:
+    """Each user's inbox as conversation -> [(seq, message id)] in inbox order (the order
+    that G1 promises; how conversations interleave is not part of it)."""
     redis = aioredis.from_url(settings.redis_url)
     inbox = InboxStore(redis, retention_s=settings.inbox_retention_s)
     try:
-        return {u: [(m["conversation_id"], m["seq"], m["message_id"])
-                    for m in await _whole_inbox(inbox, u)] for u in sorted(users)}
+        result: dict[str, dict[str, list[tuple[int, str]]]] = {}
+        for user in sorted(users):
+            grouped: dict[str, list[tuple[int, str]]] = {}
+            for m in await _whole_inbox(inbox, user):
+                grouped.setdefault(m["conversation_id"], []).append((m["seq"], m["message_id"]))
+            result[user] = grouped
+        return result
     finally:
         await redis.aclose()
