@@ -168,6 +168,38 @@ async def e2e(stack: Stack, *, rate: float, duration: float, pairs: int,
     }
 
 
+async def pipeline_idle(stack: Stack, within: float = 300) -> float:
+    """Wait until every agent's consumer group has caught up with its topic (lag 0), so
+    one scenario's backlog does not slow the next one down; returns the seconds waited."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    s = stack.settings
+    groups = {f"{s.app_prefix}-sequencer": s.topic_inbound,
+              **{f"{s.app_prefix}-{a}": s.topic_messages for a in ("inbox", "history", "push")}}
+    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap)
+    await admin.start()
+    await consumer.start()
+    started = time.monotonic()
+    try:
+        async def caught_up() -> bool:
+            for group, topic in groups.items():
+                committed = await admin.list_consumer_group_offsets(group)
+                tps = [TopicPartition(topic, p) for p in range(s.partitions)]
+                ends = await consumer.end_offsets(tps)
+                for tp in tps:
+                    meta = committed.get(tp)
+                    if ends[tp] > 0 and (meta is None or meta.offset < ends[tp]):
+                        return False
+            return True
+        await wait_for(caught_up, within=within, what="the agents to catch up", interval=1)
+    finally:
+        await consumer.stop()
+        await admin.close()
+    return time.monotonic() - started
+
+
 # ------------------------------------------------------------------ RSS
 
 
@@ -398,6 +430,7 @@ async def bench(args: argparse.Namespace, env: dict[str, str], workdir: Path) ->
 
         if "ingress" not in args.skip and shutil.which("wrk"):
             results.update(await ingress(stack))
+            results["drain_after_ingress_s"] = round(await pipeline_idle(stack), 1)
         else:
             console.print("[red]wrk not installed (apt-get install wrk): no ingress figures")
         if "fanout" in args.skip:
@@ -413,6 +446,7 @@ async def bench(args: argparse.Namespace, env: dict[str, str], workdir: Path) ->
             "fanout_deliveries_per_s_10k": round(fan_10k, 1),
             "fanout_ratio_vs_raw_xadd": round(fan_10k / raw, 3),
         })
+        await pipeline_idle(stack)
         results.update(await reads(stack, workdir))
     return results
 

@@ -16,6 +16,7 @@ from prometheus_client import Counter, Histogram
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from app.auth import TokenVerifier
 from app.errors import ApiError, StoreUnavailable
 from app.settings import Settings
 from app.stores.groups import GroupStore
@@ -36,6 +37,7 @@ from app.web.context import (
     RATE_LIMITER,
     REDIS,
     SETTINGS,
+    TOKENS,
     json_response,
 )
 from app.web.push_hub import PushHub
@@ -89,10 +91,10 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 def create_app(settings: Settings) -> web.Application:
-    settings.jwt_secret()  # fail at start-up, not on the first request
     app = web.Application(middlewares=[errors_and_metrics],
                           client_max_size=2 * 1024 * 1024)  # routes set tighter limits
     app[SETTINGS] = settings
+    app[TOKENS] = TokenVerifier(settings.jwt_secret())  # no secret: fail at start-up
     app.cleanup_ctx.extend([_redis_ctx, _producer_ctx, _history_ctx])
     app.router.add_post("/v1/messages", messages.post_message)
     app.router.add_get("/v1/sync", reads.sync)

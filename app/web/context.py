@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from app.auth import Identity, verify_token
+from app.auth import Identity, TokenVerifier
 from app.errors import BadRequest, PayloadTooLarge, Unauthorized
 from app.settings import Settings
 from app.stores.groups import GroupStore
@@ -31,6 +31,7 @@ PRESENCE = web.AppKey("presence", PresenceStore)
 PUSH_HUB = web.AppKey("push_hub", PushHub)
 GROUPS = web.AppKey("groups", GroupStore)
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
+TOKENS = web.AppKey("tokens", TokenVerifier)
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None
@@ -47,7 +48,7 @@ def identity(request: web.Request) -> Identity:
         token = request.query.get("token", "") if request.path == "/v1/ws" else ""
     if not token:
         raise Unauthorized("missing bearer token", code="missing_token")
-    return verify_token(request.app[SETTINGS].jwt_secret(), token)
+    return request.app[TOKENS].verify(token)
 
 
 async def json_body(request: web.Request, limit: int | None = None) -> dict[str, Any]:
