@@ -21,7 +21,7 @@ init: .env ## create the Kafka topics and the HBase table (idempotent; services 
 	$(BIN)/imflow init
 
 run: services init ## everything: services, then web + every agent (Procfile) until Ctrl-C
-	$(BIN)/honcho start -f Procfile
+	$(BIN)/honcho start -f Procfile -p $${PORT:-8080}
 
 lint:     ## ruff + mypy
 	$(BIN)/ruff check .
