@@ -11,6 +11,7 @@ import asyncio
 import base64
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -198,3 +199,28 @@ async def sequenced_batches(
             except (ValidationError, ValueError) as exc:
                 await dead_letters.send(event, f"invalid sequenced record: {exc}")
         yield records
+
+
+SinkHandler = Callable[[list[SequencedRecord]], Awaitable[Any]]
+
+
+def create_sink_app(name: str, settings: Settings, client: mode.Service,
+                    make_handler: Callable[[], SinkHandler]) -> faust.App:
+    """A Faust app whose one agent applies batches of `imflow.messages` to a store.
+
+    `client` is started with the app; `make_handler` runs once the agent starts (the
+    client is connected by then) and returns the idempotent function a batch goes to.
+    A failing batch is retried until it succeeds, never skipped (G3).
+    """
+    app = create_faust_app(name, settings)
+    app.add_dependency(client)
+    dead_letters = DeadLetters(app, settings)
+
+    async def apply_batches(stream: Any) -> None:
+        handle = make_handler()
+        async for records in sequenced_batches(stream, settings, dead_letters):
+            if records:
+                await retry_forever(f"{name} batch", partial(handle, list(records)))
+
+    app.agent(topic(app, settings.topic_messages), name=f"{name}-sink")(apply_batches)
+    return app

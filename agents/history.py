@@ -7,31 +7,21 @@ batch and does not advance, so no offset past unstored records is committed.
 
 from __future__ import annotations
 
-from functools import partial
-from typing import Any
-
-from agents.base import (
-    DeadLetters,
-    HistoryService,
-    create_faust_app,
-    retry_forever,
-    sequenced_batches,
-    topic,
-)
+from agents.base import HistoryService, SinkHandler, create_sink_app
+from app.models import SequencedRecord
 from app.settings import get_settings
 
 settings = get_settings()
-app = create_faust_app("history", settings)
 history_service = HistoryService(settings)
-app.add_dependency(history_service)
-messages_topic = topic(app, settings.topic_messages)
-dead_letters = DeadLetters(app, settings)
 
 
-@app.agent(messages_topic)
-async def append_to_history(stream: Any) -> None:
+def handler() -> SinkHandler:
     store = history_service.store
-    async for records in sequenced_batches(stream, settings, dead_letters):
-        messages = [r.message for r in records]
-        if messages:
-            await retry_forever("history write", partial(store.write, messages))
+
+    async def write(records: list[SequencedRecord]) -> None:
+        await store.write([r.message for r in records])
+
+    return write
+
+
+app = create_sink_app("history", settings, history_service, handler)
