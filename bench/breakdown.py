@@ -1,0 +1,101 @@
+"""Where does end-to-end latency go? One open-loop run, split into stages.
+
+    .venv/bin/python -m bench.breakdown --rate 500 --duration 15   (after `make services`)
+
+For every acked message: client send -> web accepted (the message `ts`: its accepted_at,
+unless an earlier message of the conversation had a later one), accepted -> the
+sequenced record's Kafka timestamp (the sequencer's lag), that -> the XADD into the
+recipient's inbox (the inbox agent's lag). Prints p50/p99 per stage as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer
+
+from bench.run import pct
+from tests.support.stack import ROOT, Stack, free_port, launched, prepared_env
+
+
+async def sequenced_times(stack: Stack) -> dict[str, float]:
+    """message_id -> Kafka timestamp (ms) of its record on imflow.messages."""
+    times: dict[str, float] = {}
+    consumer = AIOKafkaConsumer(stack.settings.topic_messages,
+                                bootstrap_servers=stack.settings.kafka_bootstrap,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    try:
+        while batch := await consumer.getmany(timeout_ms=2000):
+            for records in batch.values():
+                for record in records:
+                    message = orjson.loads(record.value or b"{}").get("message", {})
+                    times[message.get("message_id", "")] = float(record.timestamp)
+    finally:
+        await consumer.stop()
+    return times
+
+
+async def run(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> dict[str, Any]:
+    webs = [(f"web{i + 1}", free_port(), None) for i in range(args.webs)]
+    async with launched(env, workdir, webs) as stack:
+        tag = uuid.uuid4().hex[:6]
+        out = workdir / "sent.json"
+        loadgen = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.loadgen", "--urls", ",".join(stack.web_urls),
+            "--secret", env["IMFLOW_SECRET"], "--tag", tag, "--pairs", str(args.pairs),
+            "--rate", str(args.rate), "--duration", str(args.duration), "--out", str(out),
+            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        await loadgen.wait()
+        sent = {m[0]: m for m in orjson.loads(out.read_bytes())["sent"] if m[4] == 202}
+        await asyncio.sleep(args.drain)  # a fixed window for the pipeline to finish
+        sequenced = await sequenced_times(stack)
+        redis = aioredis.from_url(stack.settings.redis_url)
+        stages: dict[str, list[float]] = {"web": [], "sequencer": [], "inbox": []}
+        try:
+            for i in range(args.pairs):
+                for entry_id, fields in await redis.xrange(f"inbox:{{r{i}-{tag}}}"):
+                    message = orjson.loads(fields[b"m"])
+                    m = sent.get(message["message_id"])
+                    if m is None or message["message_id"] not in sequenced:
+                        continue
+                    accepted = float(message["ts"])
+                    at_topic = sequenced[message["message_id"]]
+                    stages["web"].append(accepted - m[3])
+                    stages["sequencer"].append(at_topic - accepted)
+                    stages["inbox"].append(float(entry_id.split(b"-")[0]) - at_topic)
+        finally:
+            await redis.aclose()
+    return {"rate": args.rate, "acked": len(sent), "measured": len(stages["web"]),
+            **{f"{k}_p50_ms": pct(v, 50) for k, v in stages.items()},
+            **{f"{k}_p99_ms": pct(v, 99) for k, v in stages.items()}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rate", type=float, default=500)
+    parser.add_argument("--duration", type=float, default=15)
+    parser.add_argument("--pairs", type=int, default=200)
+    parser.add_argument("--webs", type=int, default=2)
+    parser.add_argument("--drain", type=float, default=20)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="imflow-breakdown-"))
+    try:
+        with prepared_env(workdir, redis_db=12) as env:
+            print(orjson.dumps(asyncio.run(run(args, env, workdir))).decode())
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
