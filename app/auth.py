@@ -30,6 +30,11 @@ def mint_token(secret: str, user: str, *, device: str = "default", ttl_s: int = 
 
 def verify_token(secret: str, token: str) -> Identity:
     """Return the identity in a valid token, or raise Unauthorized saying why not."""
+    return _verify(secret, token)[0]
+
+
+def _verify(secret: str, token: str) -> tuple[Identity, float]:
+    """The identity in a valid token and the token's expiry (epoch seconds)."""
     try:
         claims = jwt.decode(
             token, secret, algorithms=[ALGORITHM], options={"require": ["sub", "exp"]}
@@ -43,7 +48,7 @@ def verify_token(secret: str, token: str) -> Identity:
         raise Unauthorized("token subject is not a valid user id", code="invalid_token")
     if not isinstance(device, str) or not is_valid_id(device):
         raise Unauthorized("token device is not a valid device id", code="invalid_token")
-    return Identity(user=user, device=device)
+    return Identity(user=user, device=device), float(claims["exp"])
 
 
 class TokenVerifier:
@@ -64,9 +69,8 @@ class TokenVerifier:
         if hit is not None and hit[1] > time.time():
             self._verified.move_to_end(token)
             return hit[0]
-        identity = verify_token(self._secret, token)
-        exp = jwt.decode(token, options={"verify_signature": False})["exp"]
-        self._verified[token] = (identity, float(exp))
+        identity, exp = _verify(self._secret, token)
+        self._verified[token] = (identity, exp)
         if len(self._verified) > self._size:
             self._verified.popitem(last=False)
         return identity
