@@ -121,6 +121,13 @@ InboundRecord = InboundSend | InboundMembers
 MAX_RECORD_BYTES = 1024 * 1024  # Kafka's default max.message.bytes
 
 
+def first_error(exc: ValidationError, whole: str) -> tuple[str, str]:
+    """(dotted field path, message) of a validation error's first problem; `whole` names
+    the field when the problem is with the whole value."""
+    first = exc.errors()[0]
+    return ".".join(str(p) for p in first["loc"]) or whole, first["msg"]
+
+
 def parse_inbound(raw: bytes | None, *, max_body_bytes: int) -> InboundRecord:
     """Parse one `imflow.inbound` value, or raise RecordError with a readable reason."""
     if raw is None:
@@ -146,9 +153,8 @@ def parse_inbound(raw: bytes | None, *, max_body_bytes: int) -> InboundRecord:
     try:
         record = model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "record"
-        raise RecordError(f"invalid field {where}: {first['msg']}") from None
+        where, problem = first_error(exc, "record")
+        raise RecordError(f"invalid field {where}: {problem}") from None
     try:
         conv_kind, _ = parse_conversation(record.conversation_id)
     except ValueError as exc:

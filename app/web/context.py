@@ -10,7 +10,8 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from app.auth import Identity, TokenVerifier
-from app.errors import BadRequest, PayloadTooLarge, Unauthorized
+from app.errors import BadRequest, PayloadTooLarge, StoreUnavailable, Unauthorized, Unavailable
+from app.models import first_error
 from app.settings import Settings
 from app.stores.groups import GroupStore
 from app.stores.history import HistoryStore
@@ -76,6 +77,16 @@ async def json_body(request: web.Request, limit: int | None = None) -> dict[str,
     return data
 
 
+async def append_inbound(app: web.Application, cid: str, record: dict[str, Any], *,
+                         failure: str) -> None:
+    """Append one record to `imflow.inbound` (key: its conversation) and wait for the ack;
+    503 with Retry-After, saying `failure`, when Kafka does not ack in time."""
+    try:
+        await app[PRODUCER].send(app[SETTINGS].topic_inbound, cid, record)
+    except StoreUnavailable:
+        raise Unavailable(failure, code="kafka_unavailable", retry_after=1) from None
+
+
 def int_query(request: web.Request, name: str, *, default: int | None,
               minimum: int, maximum: int | None = None) -> int | None:
     raw = request.query.get(name)
@@ -96,6 +107,5 @@ def validated(model: type[M], data: dict[str, Any]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "body"
-        raise BadRequest(f"{field}: {first['msg']}", code=f"invalid_{field}") from None
+        field, problem = first_error(exc, "body")
+        raise BadRequest(f"{field}: {problem}", code=f"invalid_{field}") from None

@@ -9,13 +9,12 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.errors import BadRequest, Conflict, Forbidden, StoreUnavailable, Unavailable
+from app.errors import BadRequest, Conflict, Forbidden
 from app.models import RECORD_VERSION, UserId, group_conversation, is_valid_id, now_ms
 from app.web.access import require_member
 from app.web.context import (
     GROUPS,
-    PRODUCER,
-    SETTINGS,
+    append_inbound,
     identity,
     json_body,
     json_response,
@@ -54,12 +53,8 @@ async def _submit(request: web.Request, cid: str, actor: str, op: str,
         "v": RECORD_VERSION, "kind": "members", "conversation_id": cid, "actor": actor,
         "op": op, "members": members, "event_id": event_id, "accepted_at": now_ms(),
     }
-    settings = request.app[SETTINGS]
-    try:
-        await request.app[PRODUCER].send(settings.topic_inbound, cid, record)
-    except StoreUnavailable:
-        raise Unavailable("message queue unavailable, nothing was changed; retry",
-                          code="kafka_unavailable", retry_after=1) from None
+    await append_inbound(request.app, cid, record,
+                         failure="message queue unavailable, nothing was changed; retry")
     return await request.app[GROUPS].wait_applied(event_id, APPLY_WAIT_S)
 
 

@@ -8,7 +8,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
-from app.errors import BadRequest, PayloadTooLarge, RateLimited, StoreUnavailable, Unavailable
+from app.errors import BadRequest, PayloadTooLarge, RateLimited
 from app.models import (
     RECORD_VERSION,
     ClientMsgId,
@@ -20,16 +20,14 @@ from app.models import (
 )
 from app.web.access import require_member
 from app.web.context import (
-    PRODUCER,
     RATE_LIMITER,
     SETTINGS,
+    append_inbound,
     identity,
     json_body,
     json_response,
     validated,
 )
-
-RETRY_AFTER_S = 1
 
 
 class SendRequest(BaseModel):
@@ -57,7 +55,8 @@ async def post_message(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     data = await json_body(request)
     req = validated(SendRequest, data)
-    if len(orjson.dumps(req.body)) > settings.max_body_bytes:
+    body = orjson.dumps(req.body)  # encoded once: measured here, embedded in the record
+    if len(body) > settings.max_body_bytes:
         raise PayloadTooLarge(f"body exceeds {settings.max_body_bytes} bytes encoded")
     cid = await _conversation_for(request.app, me.user, req)
     wait = await request.app[RATE_LIMITER].retry_after(me.user)
@@ -73,15 +72,12 @@ async def post_message(request: web.Request) -> web.Response:
         "sender": me.user,
         "client_msg_id": req.client_msg_id,
         "type": req.type,
-        "body": req.body,
+        "body": orjson.Fragment(body),
         "message_id": message_id,
         "accepted_at": accepted_at,
     }
-    try:
-        await request.app[PRODUCER].send(settings.topic_inbound, cid, record)
-    except StoreUnavailable:
-        raise Unavailable("message queue unavailable, nothing was stored; retry",
-                          code="kafka_unavailable", retry_after=RETRY_AFTER_S) from None
+    await append_inbound(request.app, cid, record,
+                         failure="message queue unavailable, nothing was stored; retry")
     return json_response(
         {"message_id": message_id, "conversation_id": cid,
          "client_msg_id": req.client_msg_id, "accepted_at": accepted_at},
