@@ -53,7 +53,6 @@ class Settings(BaseSettings):
     hbase_pool_size: int = Field(4, description="Threads (and Thrift connections) per process.")
     hbase_timeout_ms: int = 10_000
     history_retention_s: int = 180 * DAY_S
-    hbase_prefix_buckets: int = Field(16, description="Row-key hash buckets = pre-split regions.")
 
     # --- web ---
     host: str = "127.0.0.1"

@@ -44,11 +44,6 @@ def row_key(cid: str, seq: int) -> bytes:
     return f"{conversation_prefix(cid)}{MAX_SEQ - seq:016d}".encode()
 
 
-def split_points(buckets: int) -> list[bytes]:
-    """Region boundaries that divide the 256 hash prefixes into `buckets` ranges."""
-    return [f"{(256 * i) // buckets:02x}".encode() for i in range(1, buckets)]
-
-
 @dataclass(frozen=True)
 class HistoryPage:
     messages: list[dict[str, Any]]
@@ -119,10 +114,10 @@ class HistoryStore:
         self, cid: str, *, before: int | None, before_ts: int | None, limit: int
     ) -> HistoryPage:
         """Messages with seq < before (or ts < before_ts), newest first, and whether more."""
-        prefix = conversation_prefix(cid).encode()
-        start = prefix if before is None else row_key(cid, before - 1)
         if before is not None and before <= 1:
             return HistoryPage(messages=[], has_more=False, next_before=None)
+        prefix = conversation_prefix(cid).encode()
+        start = prefix if before is None else row_key(cid, before - 1)
         stop = prefix[:-1] + b"}"  # the byte after "|" ends this conversation's rows
         row_filter = None
         if before_ts is not None:
