@@ -95,6 +95,20 @@ wait_ready() {
   return 1
 }
 
+# report_status NAME PATTERN PORT: print the state of the service NAME (its process command
+# line matches PATTERN) and return 0 ready, 1 running but not ready, 3 stopped. Uses the
+# calling script's `ready` function.
+report_status() {
+  local name="$1" pattern="$2" port="$3"
+  forget_stale_pid "$name" "$pattern"
+  if ! pid_alive "$name"; then echo "$name: stopped"; return 3; fi
+  if ready; then
+    echo "$name: running (pid $(cat "$RUN_DIR/$name.pid")), ready on 127.0.0.1:$port"
+  else
+    echo "$name: running (pid $(cat "$RUN_DIR/$name.pid")), NOT ready"; return 1
+  fi
+}
+
 # probe KIND: the Python readiness probe (Kafka metadata, HBase tables(), Redis PING).
 probe() { "$VENV/bin/python" "$ROOT/scripts/probe.py" "$@"; }
 

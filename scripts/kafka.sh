@@ -156,15 +156,7 @@ stop() {
   if pid_alive kafka; then stop_pid kafka; else log "kafka not running"; fi
 }
 
-status() {
-  forget_stale_pid kafka "$MAIN_CLASS"
-  if ! pid_alive kafka; then echo "kafka: stopped"; return 3; fi
-  if ready; then
-    echo "kafka: running (pid $(cat "$RUN_DIR/kafka.pid")), ready on 127.0.0.1:$KAFKA_PORT"
-  else
-    echo "kafka: running (pid $(cat "$RUN_DIR/kafka.pid")), NOT ready"; return 1
-  fi
-}
+status() { report_status kafka "$MAIN_CLASS" "$KAFKA_PORT"; }
 
 case "${1:-}" in
   start) start ;;

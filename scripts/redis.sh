@@ -37,15 +37,7 @@ stop() {
   if pid_alive redis; then stop_pid redis; else log "redis not running"; fi
 }
 
-status() {
-  forget_stale_pid redis redis-server
-  if ! pid_alive redis; then echo "redis: stopped"; return 3; fi
-  if ready; then
-    echo "redis: running (pid $(cat "$RUN_DIR/redis.pid")), ready on 127.0.0.1:$REDIS_PORT"
-  else
-    echo "redis: running (pid $(cat "$RUN_DIR/redis.pid")), NOT ready"; return 1
-  fi
-}
+status() { report_status redis redis-server "$REDIS_PORT"; }
 
 case "${1:-}" in
   start) start ;;
