@@ -5,7 +5,7 @@ VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install services init run test test-faults lint unit stop status bench
+.PHONY: install services init run test test-faults test-read-fanout lint unit stop status bench
 
 install:  ## apt packages, the .venv and the Kafka/HBase jars (idempotent)
 	bash scripts/install.sh
@@ -32,7 +32,11 @@ unit: install ## the fast unit tests only (no services)
 
 test: services lint ## every test against the real Kafka, HBase and Redis, faults last
 	$(BIN)/pytest tests --ignore=tests/faults
+	$(MAKE) --no-print-directory test-read-fanout
 	$(MAKE) --no-print-directory test-faults
+
+test-read-fanout: services ## tests/e2e again with every group of 3+ members on read fan-out
+	IMFLOW_TEST_READ_FANOUT_THRESHOLD=2 $(BIN)/pytest tests/e2e
 
 test-faults: services ## kills agents, web, Kafka, HBase under load; prints FAULT-REPORT lines
 	$(BIN)/pytest tests/faults -rP

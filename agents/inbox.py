@@ -2,7 +2,8 @@
 
 Run: `faust -A agents.inbox worker --without-web`. Idempotent (see app/stores/inbox.py),
 so redelivery after a crash or a replay never doubles an entry. It also keeps the Redis
-projection of group membership (app/stores/groups.py) that the web reads.
+projection of group membership (app/stores/groups.py) that the web reads, and the feeds
+of large groups (read fan-out, app/stores/feeds.py). See app/stores/delivery.py.
 """
 
 from __future__ import annotations
@@ -10,21 +11,17 @@ from __future__ import annotations
 from agents.base import RedisService, SinkHandler, create_sink_app
 from app.models import SequencedRecord
 from app.settings import get_settings
-from app.stores.groups import GroupStore
-from app.stores.inbox import InboxStore
+from app.stores.delivery import OfflineDelivery
 
 settings = get_settings()
 redis_service = RedisService(settings)
 
 
 def handler() -> SinkHandler:
-    inbox = InboxStore(redis_service.client, retention_s=settings.inbox_retention_s)
-    groups = GroupStore(redis_service.client)
+    delivery = OfflineDelivery(redis_service.client, retention_s=settings.inbox_retention_s)
 
     async def deliver(records: list[SequencedRecord]) -> None:
-        # Membership first: whoever sees the event in their inbox can act on it at once.
-        await groups.apply(records)
-        await inbox.deliver(records)
+        await delivery.apply(records)
 
     return deliver
 

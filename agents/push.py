@@ -16,7 +16,7 @@ redis_service = RedisService(settings)
 
 
 def handler() -> SinkHandler:
-    return PushPublisher(redis_service.client).publish
+    return PushPublisher(redis_service.client, feed_wait_s=settings.feed_wait_s).publish
 
 
 app = create_sink_app("push", settings, redis_service, handler)

@@ -60,7 +60,8 @@ async def sequence_batch(events: Sequence[EventT]) -> None:
             await dead_letters.send(event, exc.reason)
             continue
         decision = decide(record, partition=msg.partition, offset=msg.offset,
-                          record_ts=int(msg.timestamp * 1000), get=get)
+                          record_ts=int(msg.timestamp * 1000), get=get,
+                          read_threshold=settings.read_fanout_threshold)
         if decision.status == "rejected":
             await dead_letters.send(event, decision.reason)  # acked before the state write
         if decision.output is not None:

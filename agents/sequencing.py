@@ -23,6 +23,7 @@ from typing import Any, Literal
 from app.errors import RecordError
 from app.models import (
     MEMBERS_MESSAGE_TYPE,
+    Fanout,
     InboundMembers,
     InboundRecord,
     InboundSend,
@@ -36,7 +37,7 @@ Getter = Callable[[str], Any]
 
 CONV = "conv:"  # conv:<cid>      -> {"seq", "ts", "offset"}
 DEDUP = "dedup:"  # dedup:<id>    -> {"seq", "ts", "offset", "partition"}
-MEMBERS = "members:"  # members:<cid> -> {"owner", "members", "offset"}
+MEMBERS = "members:"  # members:<cid> -> {"owner", "members", "offset", "effective", "read_at"}
 
 Status = Literal["applied", "duplicate", "already_applied", "repaired", "rejected"]
 
@@ -50,9 +51,14 @@ class Decision:
 
 
 def decide(
-    record: InboundRecord, *, partition: int, offset: int, record_ts: int, get: Getter
+    record: InboundRecord, *, partition: int, offset: int, record_ts: int, get: Getter,
+    read_threshold: int,
 ) -> Decision:
-    """Decide what one inbound record does; a "rejected" decision goes to dead-letter."""
+    """Decide what one inbound record does; a "rejected" decision goes to dead-letter.
+
+    A group whose membership grows past `read_threshold` switches to read fan-out (and
+    stays switched: the mode is part of the group's state, decided in log order).
+    """
     cid = record.conversation_id
     conv = get(CONV + cid) or {"seq": 0, "ts": 0, "offset": -1}
     if conv["offset"] >= offset:
@@ -77,10 +83,10 @@ def decide(
     output: SequencedRecord
     try:
         if isinstance(record, InboundSend):
-            recipients = _recipients_for_send(record, get)
+            recipients, fanout = _recipients_for_send(record, get)
         else:
             output, members_write = _membership_change(
-                record, seq=seq, ts=ts, offset=offset, get=get
+                record, seq=seq, ts=ts, offset=offset, get=get, read_threshold=read_threshold
             )
     except RecordError as exc:
         # A rejection depends on the membership; recording its offset keeps a re-read
@@ -98,7 +104,7 @@ def decide(
             client_msg_id=record.client_msg_id,
             ts=ts,
         )
-        output = SequencedRecord(message=message, recipients=recipients)
+        output = SequencedRecord(message=message, recipients=recipients, fanout=fanout)
     elif members_write is not None:
         writes.append(members_write)
     dedup = {"seq": seq, "ts": ts, "offset": offset, "partition": partition}
@@ -107,22 +113,25 @@ def decide(
     return Decision("applied", output=output, writes=writes)
 
 
-def _recipients_for_send(record: InboundSend, get: Getter) -> list[str]:
+def _recipients_for_send(record: InboundSend, get: Getter) -> tuple[list[str], Fanout]:
     kind, parts = parse_conversation(record.conversation_id)
     if kind == "u":
         if record.sender not in parts:
             raise RecordError(f"sender {record.sender!r} is not in {record.conversation_id!r}")
-        return sorted(set(parts))
+        return sorted(set(parts)), "write"
     group = get(MEMBERS + record.conversation_id)
     if group is None:
         raise RecordError(f"no such group {record.conversation_id!r}")
     if record.sender not in group["members"]:
         raise RecordError(f"sender {record.sender!r} is not a member of {record.conversation_id!r}")
-    return list(group["members"])
+    if group.get("read_at") is not None:
+        return [], "read"  # stored once in the group feed; members read it from there
+    return list(group["members"]), "write"
 
 
 def _membership_change(
-    record: InboundMembers, *, seq: int, ts: int, offset: int, get: Getter
+    record: InboundMembers, *, seq: int, ts: int, offset: int, get: Getter,
+    read_threshold: int,
 ) -> tuple[SequencedRecord, tuple[str, Any] | None]:
     key = MEMBERS + record.conversation_id
     group = get(key)
@@ -134,6 +143,7 @@ def _membership_change(
         effective = set(group["effective"])
         before = after | effective if record.op == "remove" else after - effective
         owner = group["owner"]
+        read_at = group.get("read_at")
         write = None
     else:
         if record.op == "create":
@@ -158,8 +168,11 @@ def _membership_change(
         else:
             effective = changed - before
             after = before | effective
+        read_at = group.get("read_at") if group is not None else None
+        if read_at is None and len(after) > read_threshold:
+            read_at = seq
         write = (key, {"owner": owner, "members": sorted(after), "offset": offset,
-                       "effective": sorted(effective)})
+                       "effective": sorted(effective), "read_at": read_at})
     message = Message(
         message_id=record.event_id,
         conversation_id=record.conversation_id,
@@ -171,5 +184,12 @@ def _membership_change(
         client_msg_id=record.event_id,
         ts=ts,
     )
-    event = SequencedRecord(kind="members", message=message, recipients=sorted(before | after))
+    if read_at is None:
+        event = SequencedRecord(kind="members", message=message,
+                                recipients=sorted(before | after))
+    else:
+        # Read fan-out: only the users whose membership span starts or ends here.
+        spans_change = before | after if read_at == seq else effective
+        event = SequencedRecord(kind="members", fanout="read", message=message,
+                                recipients=sorted(spans_change))
     return event, write

@@ -173,16 +173,27 @@ def parse_inbound(raw: bytes | None, *, max_body_bytes: int) -> InboundRecord:
 MEMBERS_MESSAGE_TYPE = "system.members"
 
 
+Fanout = Literal["write", "read"]
+
+
 class SequencedRecord(BaseModel):
     """One entry of a conversation's log, at its `seq`, with who must receive it.
 
     A membership change is an entry too (kind "members", message type
     `system.members`, body {"op", "actor", "members", "owner"}), so clients see it in order
     and sinks treat both kinds alike.
+
+    `fanout` "write" (one-to-one chats, groups up to the read fan-out threshold): the
+    entry is copied into the inbox of every user in `recipients`. "read" (large groups):
+    it is stored once in the group's feed, which members' syncs read; `recipients` then
+    names only the users whose membership span starts or ends at this entry (all members
+    on the entry that switches the group, the changed members on a later membership
+    change, nobody on a message), so the record stays small whatever the group's size.
     """
 
     v: Literal[1] = 1
     kind: Literal["message", "members"] = "message"
+    fanout: Fanout = "write"
     message: Message
     recipients: list[str]
 

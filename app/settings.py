@@ -72,6 +72,16 @@ class Settings(BaseSettings):
         "after this long.")
     agent_batch_max: int = 500
     dedup_window_s: int = DAY_S
+    read_fanout_threshold: int = Field(
+        1000, description="A group with more members than this switches to read fan-out: "
+        "its messages are stored once in a group feed that members' syncs read, instead of "
+        "once per member inbox. Sticky: a group stays switched once it has switched.")
+    feed_unread_scan: int = Field(
+        1000, description="Unread counts of read fan-out groups count at most this many of "
+        "the newest entries (the conversation list shows at most this number).")
+    feed_wait_s: float = Field(
+        2.0, description="How long the push agent waits for the inbox agent to apply a read "
+        "fan-out record before it skips that record's push (sync still delivers it).")
     faust_store: str = "memory://"
     faust_data_dir: str = ".var/faust"
 

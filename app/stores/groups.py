@@ -33,7 +33,7 @@ def _group_key(cid: str) -> str:
     return f"group:{{{cid}}}"
 
 
-def _members_key(cid: str) -> str:
+def members_key(cid: str) -> str:
     return f"members:{{{cid}}}"
 
 
@@ -52,7 +52,7 @@ class GroupStore:
         for msg in events:
             body: dict[str, Any] = msg.body
             await self._apply(
-                keys=[_group_key(msg.conversation_id), _members_key(msg.conversation_id)],
+                keys=[_group_key(msg.conversation_id), members_key(msg.conversation_id)],
                 args=[msg.seq, body["op"], body["owner"], *body["members"]],
             )
         if events:
@@ -75,8 +75,8 @@ class GroupStore:
         return value.decode() if value is not None else None
 
     async def is_member(self, cid: str, user: str) -> bool:
-        return bool(await self._redis.sismember(_members_key(cid), user))  # type: ignore[misc]
+        return bool(await self._redis.sismember(members_key(cid), user))  # type: ignore[misc]
 
     async def members(self, cid: str) -> list[str]:
-        raw = cast(set[bytes], await self._redis.smembers(_members_key(cid)))  # type: ignore[misc]
+        raw = cast(set[bytes], await self._redis.smembers(members_key(cid)))  # type: ignore[misc]
         return sorted(m.decode() for m in raw)

@@ -11,7 +11,6 @@ partition), so a redelivered or replayed record has `seq <= applied` and is skip
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any, cast
 
 import orjson
@@ -70,9 +69,14 @@ def inbox_key(user: str) -> str:
     return f"inbox:{{{user}}}"
 
 
+def read_markers_key(user: str) -> str:
+    return f"read:{{{user}}}"
+
+
 def _keys(user: str, cid: str) -> list[str]:
     tag = f"{{{user}}}"
-    return [f"inbox:{tag}", f"applied:{tag}", f"convs:{tag}", f"read:{tag}", _unread_key(user, cid)]
+    return [f"inbox:{tag}", f"applied:{tag}", f"convs:{tag}", read_markers_key(user),
+            _unread_key(user, cid)]
 
 
 def _unread_key(user: str, cid: str) -> str:
@@ -83,14 +87,8 @@ def _cursor_key(user: str) -> str:
     return f"cursor:{{{user}}}"
 
 
-@dataclass(frozen=True)
-class InboxPage:
-    messages: list[dict[str, Any]]
-    cursor: str
-    has_more: bool
-
-
-def _id_tuple(stream_id: str) -> tuple[int, int]:
+def id_tuple(stream_id: str) -> tuple[int, int]:
+    """A Redis stream id "ms-n" as a comparable tuple."""
     ms, _, seq = stream_id.partition("-")
     return int(ms), int(seq or 0)
 
@@ -99,8 +97,8 @@ class InboxStore:
     """Owns every Redis key of the offline inbox."""
 
     def __init__(self, client: aioredis.Redis, *, retention_s: int) -> None:
-        self._redis = client
-        self._retention_s = retention_s
+        self._redis = self.client = client
+        self._retention_s = self.retention_s = retention_s
         self._deliver = client.register_script(_DELIVER_LUA)
         self._mark_read = client.register_script(_MARK_READ_LUA)
 
@@ -122,25 +120,24 @@ class InboxStore:
             return 0
         return int(await self._deliver(keys=keys, args=args))
 
-    async def read(self, user: str, *, after: str | None, limit: int) -> InboxPage:
-        """Up to `limit` entries after stream id `after` (None: from the start), oldest first.
+    def floor_id(self) -> str:
+        """The oldest stream id still inside the retention (entries below it are expired)."""
+        return self._min_id()
 
-        Reads one entry more than asked so that `has_more` is exact, and never returns
-        entries older than the retention even if trimming has not removed them yet.
-        """
+    async def entries(self, user: str, *, after: str | None,
+                      count: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """Up to `count` entries after stream id `after` (None: from the start), oldest
+        first; never entries older than the retention, even if not trimmed yet."""
         floor = self._min_id()
         start = floor
-        if after is not None and _id_tuple(after) >= _id_tuple(floor):
+        if after is not None and id_tuple(after) >= id_tuple(floor):
             start = "(" + after
-        rows = cast(
-            list[tuple[bytes, dict[bytes, bytes]]],
-            await self._redis.xrange(inbox_key(user), min=start, max="+", count=limit + 1),
-        )
-        has_more = len(rows) > limit
-        rows = rows[:limit]
-        messages = [orjson.loads(fields[b"m"]) for _, fields in rows]
-        cursor = rows[-1][0].decode() if rows else (after or "0")
-        return InboxPage(messages=messages, cursor=cursor, has_more=has_more)
+        return cast(list[tuple[bytes, dict[bytes, bytes]]],
+                    await self._redis.xrange(inbox_key(user), min=start, max="+", count=count))
+
+    async def read_markers(self, user: str) -> dict[str, int]:
+        raw = cast(dict[bytes, bytes], await self._redis.hgetall(read_markers_key(user)))
+        return {cid.decode(): int(seq) for cid, seq in raw.items()}
 
     async def device_cursor(self, user: str, device: str) -> str | None:
         value = cast(bytes | None, await self._redis.hget(_cursor_key(user), device))
@@ -155,7 +152,7 @@ class InboxStore:
 
     async def mark_read(self, user: str, cid: str, seq: int) -> int:
         """Move the read marker to `seq` (never back); returns the unread count left."""
-        keys = [f"read:{{{user}}}", _unread_key(user, cid)]
+        keys = [read_markers_key(user), _unread_key(user, cid)]
         return int(await self._mark_read(keys=keys, args=[cid, seq, self._retention_s]))
 
     async def conversations(self, user: str) -> list[dict[str, Any]]:

@@ -7,11 +7,16 @@ the users connected to it, so a device gets its messages whatever process it is 
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any, cast
 
 import redis.asyncio as aioredis
 
 from app.models import SequencedRecord
+from app.stores.feeds import feed_seq_key, feed_users_key
+
+log = logging.getLogger(__name__)
 
 # KEYS: presence key of each recipient; ARGV: the channel of each, then the payload.
 _PUBLISH_ONLINE_LUA = """
@@ -26,6 +31,34 @@ end
 return sent
 """
 
+
+# A read fan-out record goes to the online users whose span covers its seq. KEYS: the
+# group's feedseq and feedusers (everyone who ever had a span: a member removed later
+# still gets what was sent while they were in); ARGV: conversation, seq, payload.
+# Returns -1 until the inbox agent has appended the record (then the spans are up to
+# date for its seq). The presence, spans and channel keys of members are built here,
+# which one Redis allows (on Redis Cluster this moves to one call per member slot);
+# names as in presence_key, spans_key and channel.
+_PUBLISH_FEED_LUA = """
+local seq = tonumber(ARGV[2])
+if tonumber(redis.call('GET', KEYS[1]) or '0') < seq then return -1 end
+local sent = 0
+for _, user in ipairs(redis.call('SMEMBERS', KEYS[2])) do  -- feedusers
+  local tag = '{' .. user .. '}'
+  if redis.call('EXISTS', 'presence:' .. tag) == 1 then
+    local raw = redis.call('HGET', 'spans:' .. tag, ARGV[1])
+    for _, span in ipairs(raw and cjson.decode(raw) or {}) do
+      if span.fs <= seq and (span.ts == nil or seq <= span.ts) then
+        redis.call('PUBLISH', 'push:' .. tag, ARGV[3])
+        sent = sent + 1
+        break
+      end
+    end
+  end
+end
+return sent
+"""
+FEED_POLL_S = 0.02
 
 # Remove a device's presence only if it still names this connection.
 _DISCONNECT_LUA = """
@@ -68,25 +101,50 @@ class PresenceStore:
         return {k.decode(): v.decode() for k, v in raw.items()}
 
 
+def _payload(record: SequencedRecord) -> bytes:
+    return b'{"type":"message","message":' + record.message.model_dump_json().encode() + b"}"
+
+
 class PushPublisher:
     """Publishes sequenced records to the channels of online recipients."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, *, feed_wait_s: float) -> None:
         self._redis = client
+        self._feed_wait_s = feed_wait_s
         self._publish = client.register_script(_PUBLISH_ONLINE_LUA)
+        self._publish_feed = client.register_script(_PUBLISH_FEED_LUA)
 
     async def publish(self, records: list[SequencedRecord]) -> int:
-        """Publish every record to its online recipients in one round trip; returns how many
-        (record, recipient) pairs were published."""
-        if not records:
-            return 0
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for record in records:
-                message = record.message.model_dump_json().encode()
-                payload = b'{"type":"message","message":' + message + b"}"
-                keys = [presence_key(u) for u in record.recipients]
-                args: list[Any] = [channel(u) for u in record.recipients]
-                args.append(payload)
-                await self._publish(keys=keys, args=args, client=pipe)
-            sent = await pipe.execute()
-        return sum(int(n) for n in sent)
+        """Publish every record to its online recipients; returns how many (record,
+        recipient) pairs were published. Write fan-out records go in one round trip;
+        read fan-out records wait (up to `feed_wait_s`) for the inbox agent's append."""
+        fanout_on_write = [r for r in records if r.fanout == "write"]
+        sent = 0
+        if fanout_on_write:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for record in fanout_on_write:
+                    keys = [presence_key(u) for u in record.recipients]
+                    args: list[Any] = [channel(u) for u in record.recipients]
+                    args.append(_payload(record))
+                    await self._publish(keys=keys, args=args, client=pipe)
+                sent += sum(int(n) for n in await pipe.execute())
+        waiting = [r for r in records if r.fanout == "read"]
+        deadline = asyncio.get_running_loop().time() + self._feed_wait_s
+        while waiting:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for record in waiting:
+                    cid = record.message.conversation_id
+                    await self._publish_feed(keys=[feed_seq_key(cid), feed_users_key(cid)],
+                                             args=[cid, record.message.seq, _payload(record)],
+                                             client=pipe)
+                results = [int(n) for n in await pipe.execute()]
+            sent += sum(n for n in results if n > 0)
+            waiting = [r for r, n in zip(waiting, results, strict=True) if n < 0]
+            if waiting and asyncio.get_running_loop().time() >= deadline:
+                log.warning("push skipped for %d large-group records the inbox agent has "
+                            "not applied within %.1fs (sync delivers them)",
+                            len(waiting), self._feed_wait_s)
+                break
+            if waiting:
+                await asyncio.sleep(FEED_POLL_S)
+        return sent

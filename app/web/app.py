@@ -19,6 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from app.auth import TokenVerifier
 from app.errors import ApiError, StoreUnavailable
 from app.settings import Settings
+from app.stores.feeds import FeedStore
 from app.stores.groups import GroupStore
 from app.stores.history import HistoryStore
 from app.stores.inbox import InboxStore
@@ -28,6 +29,7 @@ from app.stores.ratelimit import RateLimiter
 from app.stores.redis_client import create_redis
 from app.web import groups, live, messages, ops, reads
 from app.web.context import (
+    FEEDS,
     GROUPS,
     HISTORY,
     INBOX,
@@ -117,6 +119,7 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     client = create_redis(settings)
     app[REDIS] = client
     app[INBOX] = InboxStore(client, retention_s=settings.inbox_retention_s)
+    app[FEEDS] = FeedStore(client, retention_s=settings.inbox_retention_s)
     app[PRESENCE] = PresenceStore(client, ttl_s=settings.presence_ttl_s)
     app[GROUPS] = GroupStore(client)
     app[RATE_LIMITER] = RateLimiter(client, per_second=settings.send_rate_per_s)

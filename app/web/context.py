@@ -13,6 +13,7 @@ from app.auth import Identity, TokenVerifier
 from app.errors import BadRequest, PayloadTooLarge, StoreUnavailable, Unauthorized, Unavailable
 from app.models import first_error
 from app.settings import Settings
+from app.stores.feeds import FeedStore
 from app.stores.groups import GroupStore
 from app.stores.history import HistoryStore
 from app.stores.inbox import InboxStore
@@ -27,6 +28,7 @@ SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", aioredis.Redis)
 PRODUCER = web.AppKey("producer", InboundProducer)
 INBOX = web.AppKey("inbox", InboxStore)
+FEEDS = web.AppKey("feeds", FeedStore)
 HISTORY = web.AppKey("history", HistoryStore)
 PRESENCE = web.AppKey("presence", PresenceStore)
 PUSH_HUB = web.AppKey("push_hub", PushHub)

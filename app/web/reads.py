@@ -3,14 +3,14 @@ and the read marker."""
 
 from __future__ import annotations
 
-import re
-
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.errors import BadRequest
+from app.sync import SyncCursor, large_group_summaries, read_page
 from app.web.access import require_member
 from app.web.context import (
+    FEEDS,
     HISTORY,
     INBOX,
     SETTINGS,
@@ -21,11 +21,10 @@ from app.web.context import (
     validated,
 )
 
-_CURSOR_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
-
 
 async def sync(request: web.Request) -> web.Response:
-    """The caller's inbox after a cursor, oldest first; remembers this device's cursor."""
+    """The caller's inbox (and large-group feeds) after a cursor, oldest first; remembers
+    this device's cursor."""
     me = identity(request)
     settings = request.app[SETTINGS]
     inbox = request.app[INBOX]
@@ -33,21 +32,21 @@ async def sync(request: web.Request) -> web.Response:
                       minimum=1, maximum=settings.sync_max_limit)
     assert limit is not None
     since = request.query.get("since")
-    after: str | None
     if since is None:
-        after = await inbox.device_cursor(me.user, me.device)
-    elif since == "0":
-        after = None
-    elif _CURSOR_RE.match(since):
-        after = since
+        saved = await inbox.device_cursor(me.user, me.device)
+        cursor = SyncCursor.parse(saved) if saved is not None else SyncCursor()
     else:
-        raise BadRequest("since must be 0 or a cursor returned by /v1/sync", code="invalid_since")
-    page = await inbox.read(me.user, after=after, limit=limit)
+        try:
+            cursor = SyncCursor.parse(since)
+        except ValueError:
+            raise BadRequest("since must be 0 or a cursor returned by /v1/sync",
+                             code="invalid_since") from None
+    page = await read_page(inbox, request.app[FEEDS], me.user, cursor, limit)
+    encoded = page.cursor.encode()
     if page.messages:
-        await inbox.save_device_cursor(me.user, me.device, page.cursor)
-    return json_response(
-        {"messages": page.messages, "cursor": page.cursor, "has_more": page.has_more}
-    )
+        await inbox.save_device_cursor(me.user, me.device, encoded)
+    return json_response({"messages": page.messages, "cursor": encoded,
+                          "has_more": page.has_more})
 
 
 async def history(request: web.Request) -> web.Response:
@@ -70,7 +69,14 @@ async def history(request: web.Request) -> web.Response:
 async def conversations(request: web.Request) -> web.Response:
     """The caller's conversations: last message and unread count, most recent first."""
     me = identity(request)
+    settings = request.app[SETTINGS]
     items = await request.app[INBOX].conversations(me.user)
+    large = await large_group_summaries(request.app[INBOX], request.app[FEEDS], me.user,
+                                        scan=settings.feed_unread_scan)
+    if large:
+        items = [i for i in items if i["conversation_id"] not in large] + list(large.values())
+        items.sort(key=lambda c: (c["last_message"]["ts"], c["last_message"]["seq"]),
+                   reverse=True)
     return json_response({"conversations": items})
 
 

@@ -74,3 +74,49 @@ async def test_websocket_needs_a_valid_token(
     url = f"{good.base_url}/v1/ws?token={good.token}"
     async with good.session.ws_connect(url) as ws:
         assert (await ws.receive_json(timeout=10))["user"] == "dave"
+
+
+async def test_group_push_follows_membership(
+    stack: Stack, names: Callable[..., list[str]], client_for: Callable[..., Client],
+) -> None:
+    """A member added later gets no earlier message; a removed one no message until added
+    back. (`make test-read-fanout` runs this on a read fan-out group, where the push agent
+    picks online members by their feed spans.)"""
+    owner, bob, carol, gid = names("owner", "bob", "carol", "team")
+    cid = f"g:{gid}"
+    alice = client_for(owner)
+    await alice.ok("POST", "/v1/groups", expect=201, json={"group_id": gid, "members": [bob]})
+    sockets = {u: await client_for(u, "ws").ws().__aenter__() for u in (bob, carol)}
+
+    async def pushed_until(user: str, last: str) -> list[str]:
+        """What is pushed to `user` in this group (texts, and ops of membership events), up
+        to the text `last`. One conversation is pushed in log order."""
+        seen: list[str] = []
+        while not seen or seen[-1] != last:
+            frame = await sockets[user].receive_json(timeout=DELIVERY_TIMEOUT_S)
+            message = frame.get("message", {})
+            if frame["type"] == "message" and message["conversation_id"] == cid:
+                body = message["body"]
+                seen.append(body if message["type"] == "text" else f"{body['op']}:"
+                            + ",".join(body["members"]))
+        return seen
+
+    try:
+        for ws in sockets.values():
+            assert (await ws.receive_json(timeout=10))["type"] == "ready"
+        await alice.send(conversation=cid, client_msg_id="m1", body="before carol")
+        await alice.ok("POST", f"/v1/groups/{gid}/members", json={"add": [carol]})
+        await alice.send(conversation=cid, client_msg_id="m2", body="with carol")
+        await alice.ok("POST", f"/v1/groups/{gid}/members", json={"remove": [bob]})
+        await alice.send(conversation=cid, client_msg_id="m3", body="without bob")
+        await alice.ok("POST", f"/v1/groups/{gid}/members", json={"add": [bob]})
+        await alice.send(conversation=cid, client_msg_id="m4", body="bob is back")
+        assert await pushed_until(carol, "bob is back") == [
+            f"add:{carol}", "with carol", f"remove:{bob}", "without bob", f"add:{bob}",
+            "bob is back"]
+        assert await pushed_until(bob, "bob is back") == [
+            "before carol", f"add:{carol}", "with carol", f"remove:{bob}", f"add:{bob}",
+            "bob is back"]
+    finally:
+        for ws in sockets.values():
+            await ws.close()

@@ -20,8 +20,10 @@ import redis.asyncio as aioredis
 
 from app.models import direct_conversation
 from app.settings import Settings
+from app.stores.feeds import FeedStore
 from app.stores.history import HistoryStore
 from app.stores.inbox import InboxStore
+from app.sync import SyncCursor, read_page
 from tests.support.stack import Stack
 
 REQUEST_TIMEOUT_S = 5.0
@@ -186,12 +188,14 @@ async def audit(settings: Settings, traffic: Traffic, result: LoadResult, *,
 
 
 async def _whole_inbox(inbox: InboxStore, user: str) -> list[dict[str, Any]]:
+    """Everything a sync from the start returns: the inbox and any large-group feeds."""
+    feeds = FeedStore(inbox.client, retention_s=inbox.retention_s)
     entries: list[dict[str, Any]] = []
-    after: str | None = None
+    cursor = SyncCursor()
     while True:
-        page = await inbox.read(user, after=after, limit=500)
+        page = await read_page(inbox, feeds, user, cursor, 500)
         entries += page.messages
-        after = page.cursor
+        cursor = page.cursor
         if not page.has_more:
             return entries
 

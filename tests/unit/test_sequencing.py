@@ -21,14 +21,19 @@ def members(actor: str, conv: str, op: str, who: list[str], eid: str) -> Inbound
                           members=who, event_id=eid, accepted_at=1000)
 
 
+NEVER = 10**9  # a read fan-out threshold no test group reaches
+
+
 class Log:
     """One inbound partition and the sequencer state it has produced."""
 
-    def __init__(self) -> None:
+    def __init__(self, read_threshold: int = NEVER) -> None:
         self.state: dict[str, Any] = {}
+        self.read_threshold = read_threshold
 
     def apply(self, record: InboundRecord, offset: int) -> Decision:
-        decision = decide(record, partition=0, offset=offset, record_ts=0, get=self.state.get)
+        decision = decide(record, partition=0, offset=offset, record_ts=0, get=self.state.get,
+                          read_threshold=self.read_threshold)
         for key, value in decision.writes:
             self.state[key] = value
         return decision
@@ -115,16 +120,20 @@ def _workload(rng: random.Random, n: int) -> list[InboundRecord]:
             conv = rng.choice(["u:alice:bob", "u:bob:carol", "g:g1", "g:g1"])
             records.append(send(sender, conv, f"m{i}", ts=1000 + i))
             sent.append(records[-1])  # type: ignore[arg-type]
+    # carol joins at a random point, so a group with a threshold of 2 switches mid-log.
+    records.insert(rng.randint(1, n // 2), members("alice", "g:g1", "add", ["carol"], "join"))
     return records
 
 
 def _run(records: list[InboundRecord], state: dict[str, Any], start: int,
-         outputs: dict[tuple[str, int], Any], flush: int | None = None) -> None:
+         outputs: dict[tuple[str, int], Any], flush: int | None = None,
+         threshold: int = NEVER) -> None:
     """Process records[start:]; with `flush`, only the first `flush` state writes persist."""
     writes: list[tuple[str, Any]] = []
     view = dict(state)
     for offset in range(start, len(records)):
-        d = decide(records[offset], partition=0, offset=offset, record_ts=0, get=view.get)
+        d = decide(records[offset], partition=0, offset=offset, record_ts=0, get=view.get,
+                   read_threshold=threshold)
         if d.output is not None:
             key = (d.output.message.conversation_id, d.output.message.seq)
             previous = outputs.setdefault(key, d.output)
@@ -136,33 +145,41 @@ def _run(records: list[InboundRecord], state: dict[str, Any], start: int,
         state[k] = v
 
 
+@pytest.mark.parametrize("threshold", [NEVER, 2], ids=["write-fanout", "read-fanout-at-3"])
 @pytest.mark.parametrize("seed", range(6))
-def test_recovery_from_a_crash_after_any_prefix_of_state_writes(seed: int) -> None:
+def test_recovery_from_a_crash_after_any_prefix_of_state_writes(seed: int,
+                                                                threshold: int) -> None:
     """Every crash point, every committed offset before it, every flushed prefix of the
     state writes (outputs are acked first): the restarted worker must emit exactly what a
     run without a crash emits. No (conv, seq) may get two different records, no seq may be
-    skipped, every accepted record must be emitted."""
+    skipped, every accepted record must be emitted. With threshold 2 the group switches to
+    read fan-out when carol first joins, so the switch is crashed at too."""
     records = _workload(random.Random(seed), 20)
     clean: dict[tuple[str, int], Any] = {}
-    _run(records, {}, 0, clean)
+    _run(records, {}, 0, clean, threshold=threshold)
+    if threshold != NEVER:
+        assert any(r.fanout == "read" for r in clean.values()), "the workload never switched"
 
     for crash_at in range(1, len(records) + 1):
         for committed in range(crash_at + 1):
             state: dict[str, Any] = {}
             outputs: dict[tuple[str, int], Any] = {}
-            _run(records[:committed], state, 0, outputs)
-            n_writes = _count_writes(records[:crash_at], state, committed)
+            _run(records[:committed], state, 0, outputs, threshold=threshold)
+            n_writes = _count_writes(records[:crash_at], state, committed, threshold)
             for flushed in range(n_writes + 1):
                 state_after_crash, outs = dict(state), dict(outputs)
-                _run(records[:crash_at], state_after_crash, committed, outs, flush=flushed)
-                _run(records, state_after_crash, committed, outs)
+                _run(records[:crash_at], state_after_crash, committed, outs, flush=flushed,
+                     threshold=threshold)
+                _run(records, state_after_crash, committed, outs, threshold=threshold)
                 assert outs == clean, (crash_at, committed, flushed)
 
 
-def _count_writes(records: list[InboundRecord], state: dict[str, Any], start: int) -> int:
+def _count_writes(records: list[InboundRecord], state: dict[str, Any], start: int,
+                  threshold: int = NEVER) -> int:
     count, view = 0, dict(state)
     for offset in range(start, len(records)):
-        d = decide(records[offset], partition=0, offset=offset, record_ts=0, get=view.get)
+        d = decide(records[offset], partition=0, offset=offset, record_ts=0, get=view.get,
+                   read_threshold=threshold)
         for k, v in d.writes:
             view[k] = v
             count += 1
@@ -172,7 +189,8 @@ def _count_writes(records: list[InboundRecord], state: dict[str, Any], start: in
 def test_repair_when_dedup_entry_was_flushed_but_conversation_entry_was_not() -> None:
     log = Log()
     record = send("alice", "u:alice:bob", "x")
-    d = decide(record, partition=0, offset=7, record_ts=0, get=log.state.get)
+    d = decide(record, partition=0, offset=7, record_ts=0, get=log.state.get,
+               read_threshold=NEVER)
     dedup_key, dedup_value = d.writes[0]
     log.state[dedup_key] = dedup_value  # the crash kept only the dedup write
     again = log.apply(record, 7)
@@ -199,3 +217,25 @@ def test_a_rejection_is_not_rejudged_against_a_later_membership_after_a_crash() 
     _run(records, state, 2, outputs)
     assert outputs == clean
     assert [r.message.client_msg_id for r in clean.values()] == ["e0", "e1", "e3"]
+
+
+def test_a_group_switches_to_read_fanout_past_the_threshold_and_stays_switched() -> None:
+    log = Log(read_threshold=2)
+    created = log.apply(members("alice", "g:big", "create", ["bob"], "e0"), 0).output
+    small = log.apply(send("bob", "g:big", "small"), 1).output
+    switch = log.apply(members("alice", "g:big", "add", ["carol"], "e2"), 2).output
+    large = log.apply(send("bob", "g:big", "large"), 3).output
+    joined = log.apply(members("alice", "g:big", "add", ["dave"], "e4"), 4).output
+    shrunk = log.apply(members("alice", "g:big", "remove", ["bob", "carol"], "e5"), 5).output
+    after = log.apply(send("dave", "g:big", "after"), 6).output
+    assert created is not None and created.fanout == "write"
+    assert small is not None and (small.fanout, small.recipients) == ("write", ["alice", "bob"])
+    # The switching entry names every member: each one's span in the feed starts there.
+    assert switch is not None and switch.fanout == "read"
+    assert switch.recipients == ["alice", "bob", "carol"]
+    assert large is not None and (large.fanout, large.recipients) == ("read", [])
+    # Later membership changes name only the changed users.
+    assert joined is not None and (joined.fanout, joined.recipients) == ("read", ["dave"])
+    assert shrunk is not None and shrunk.recipients == ["bob", "carol"]
+    # Sticky: two members left, still read fan-out (no flip-flopping around the threshold).
+    assert after is not None and (after.fanout, after.message.seq) == ("read", 7)
