@@ -44,6 +44,13 @@ async def _publish(outputs: list[SequencedRecord]) -> None:
         raise StoreUnavailable(f"producing to {settings.topic_messages}: {exc!r}") from exc
 
 
+async def _write_state(writes: list[tuple[int, str, Any]]) -> None:
+    try:
+        await state.write_batch(app.producer, writes)
+    except KafkaError as exc:
+        raise StoreUnavailable(f"writing the sequencer's changelog: {exc!r}") from exc
+
+
 async def sequence_batch(events: Sequence[EventT]) -> None:
     overlay: dict[str, Any] = {}
     writes: list[tuple[int, str, Any]] = []
@@ -74,8 +81,9 @@ async def sequence_batch(events: Sequence[EventT]) -> None:
         # Rule 1: outputs are acked before the state that says "done" is written.
         # A retry resends the same records (same seqs); the sinks are idempotent.
         await retry_forever("publish sequenced batch", lambda: _publish(outputs))
-    for partition, key, value in writes:
-        state.write(partition, key, value)
+    if writes:
+        # Acked before the batch's offsets may be committed.
+        await retry_forever("write sequencer state", lambda: _write_state(writes))
 
 
 @app.agent(inbound_topic)

@@ -8,11 +8,13 @@ would be three topics that could be flushed in any order.
 
 Writes happen after a batch's outputs are acked, when Faust's "current event" is no
 longer the record that caused them; so the changelog partition of each write is pinned
-explicitly (it is always the inbound partition of the record's conversation).
+explicitly (it is always the inbound partition of the record's conversation). The
+sequencer writes a whole batch at once (`write_batch`); deletes go through Faust.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import time
 from collections.abc import Iterator
@@ -20,6 +22,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import faust
+import orjson
+from faust.types import TP, ProducerT
 
 from agents.sequencing import DEDUP
 from app.settings import Settings
@@ -46,9 +50,24 @@ class PinnedPartitionTable(faust.Table):
         finally:
             _pinned_partition.reset(token)
 
-    def write(self, partition: int, key: str, value: Any) -> None:
-        with self.pinned(partition):
-            self[key] = value
+    async def write_batch(self, producer: ProducerT,
+                          writes: list[tuple[int, str, Any]]) -> None:
+        """Apply writes (partition, key, value) in order and log them to the changelog;
+        returns once Kafka acked them all. The same effect as `self[key] = value` per
+        write (the value in memory, a changelog record in the pinned partition), without
+        Faust's per-write buffering, which cost a third of the sequencer's CPU. Resending
+        the same writes after a failure is harmless: the last write of a key wins."""
+        topic = self.changelog_topic.get_topic_name()
+        futures = []
+        for partition, key, value in writes:
+            self.data[key] = value
+            futures.append(await producer.send(topic, orjson.dumps(key), orjson.dumps(value),
+                                               partition, None, None))
+        last: dict[TP, int] = {}
+        for sent in await asyncio.gather(*futures):
+            last[TP(sent.topic, sent.partition)] = sent.offset
+        for tp, offset in last.items():  # what a RocksDB store records for its recovery
+            self.data.set_persisted_offset(tp, offset)
 
     def delete(self, partition: int, key: str) -> None:
         with self.pinned(partition):

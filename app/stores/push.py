@@ -18,15 +18,20 @@ from app.stores.feeds import feed_seq_key, feed_users_key
 
 log = logging.getLogger(__name__)
 
-# KEYS: presence key of each recipient; ARGV: the channel of each, then the payload.
+# KEYS: the presence key of each recipient of each record, in order. ARGV per record: the
+# number of its recipients, its payload, then the channel of each. One call per batch.
 _PUBLISH_ONLINE_LUA = """
-local payload = ARGV[#ARGV]
-local sent = 0
-for i = 1, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then
-    redis.call('PUBLISH', ARGV[i], payload)
-    sent = sent + 1
+local sent, k, i = 0, 1, 1
+while i <= #ARGV do
+  local n, payload = tonumber(ARGV[i]), ARGV[i + 1]
+  for j = 1, n do
+    if redis.call('EXISTS', KEYS[k]) == 1 then
+      redis.call('PUBLISH', ARGV[i + 1 + j], payload)
+      sent = sent + 1
+    end
+    k = k + 1
   end
+  i = i + 2 + n
 end
 return sent
 """
@@ -116,18 +121,18 @@ class PushPublisher:
 
     async def publish(self, records: list[SequencedRecord]) -> int:
         """Publish every record to its online recipients; returns how many (record,
-        recipient) pairs were published. Write fan-out records go in one round trip;
+        recipient) pairs were published. Write fan-out records go in one call;
         read fan-out records wait (up to `feed_wait_s`) for the inbox agent's append."""
         fanout_on_write = [r for r in records if r.fanout == "write"]
         sent = 0
         if fanout_on_write:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for record in fanout_on_write:
-                    keys = [presence_key(u) for u in record.recipients]
-                    args: list[Any] = [channel(u) for u in record.recipients]
-                    args.append(_payload(record))
-                    await self._publish(keys=keys, args=args, client=pipe)
-                sent += sum(int(n) for n in await pipe.execute())
+            keys: list[str] = []
+            args: list[Any] = []
+            for record in fanout_on_write:
+                keys.extend(presence_key(u) for u in record.recipients)
+                args.extend((len(record.recipients), _payload(record)))
+                args.extend(channel(u) for u in record.recipients)
+            sent += int(await self._publish(keys=keys, args=args))
         waiting = [r for r in records if r.fanout == "read"]
         deadline = asyncio.get_running_loop().time() + self._feed_wait_s
         while waiting:
