@@ -290,52 +290,100 @@ async def raw_xadd_rate(redis: aioredis.Redis, streams: int, per_pipeline: int =
     return streams / took
 
 
-async def fanout(stack: Stack, members: int, messages: int) -> float:
-    """Deliveries/s into every member's inbox for `messages` sends into one group."""
+async def _xadd_calls(redis: aioredis.Redis) -> int:
+    """XADD calls Redis has served (scripts' calls included): inbox and feed writes."""
+    stats = await redis.info("commandstats")
+    return int(stats.get("cmdstat_xadd", {}).get("calls", 0))
+
+
+async def fanout(stack: Stack, members: int, messages: int) -> dict[str, Any]:
+    """`messages` sends into one group of `members`: deliveries/s (members x messages over
+    the time from the first send until the last one is readable by every member), and the
+    Redis stream writes per message. On write fan-out "readable" means in every member's
+    inbox; on read fan-out, in the group feed every member's sync reads."""
     tag = uuid.uuid4().hex[:6]
     owner = f"own-{tag}"
     others = [f"m{i}-{tag}" for i in range(members - 1)]
-    gid = f"fan{members}-{tag}"
+    gid, cid = f"fan{members}-{tag}", f"g:fan{members}-{tag}"
     secret = stack.env["IMFLOW_SECRET"]
     headers = {"Authorization": f"Bearer {mint_token(secret, owner, ttl_s=3600)}"}
     redis = aioredis.from_url(stack.settings.redis_url)
+    everyone = [owner, *others]
+
+    async def applied_everywhere() -> list[int]:
+        """Per member, the group's last seq readable by them."""
+        feed = await redis.get(f"feedseq:{{{cid}}}")
+        if feed is not None:
+            return [int(feed)]
+        async with redis.pipeline(transaction=False) as pipe:
+            for user in everyone:
+                pipe.hget(f"applied:{{{user}}}", cid)
+            return [int(g or 0) for g in await pipe.execute()]
+
     async with aiohttp.ClientSession() as session:
         async with session.post(stack.web_urls[0] + "/v1/groups", headers=headers,
                                 json={"group_id": gid, "members": others}) as resp:
             assert resp.status == 201, await resp.text()
         last_seq = 1 + messages
-        everyone = [owner, *others]
 
-        async def delivered_to_all() -> bool:
-            async with redis.pipeline(transaction=False) as pipe:
-                for user in everyone:
-                    pipe.hget(f"applied:{{{user}}}", f"g:{gid}")
-                got = await pipe.execute()
-            return all(g is not None and int(g) >= 1 for g in got)
-        await wait_for(delivered_to_all, within=120, what="the group's creation everywhere")
+        async def created() -> bool:
+            return min(await applied_everywhere()) >= 1
+        await wait_for(created, within=120, what="the group's creation everywhere")
 
+        xadds_before = await _xadd_calls(redis)
         started_ms = time.time() * 1000
         for n in range(messages):
             async with session.post(stack.web_urls[0] + "/v1/messages", headers=headers,
-                                    json={"conversation": f"g:{gid}", "client_msg_id": f"f{n}",
+                                    json={"conversation": cid, "client_msg_id": f"f{n}",
                                           "body": {"text": "x" * 64}}) as resp:
                 assert resp.status == 202
 
         async def last_everywhere() -> bool:
-            async with redis.pipeline(transaction=False) as pipe:
-                for user in everyone:
-                    pipe.hget(f"applied:{{{user}}}", f"g:{gid}")
-                got = await pipe.execute()
-            return all(g is not None and int(g) >= last_seq for g in got)
+            return min(await applied_everywhere()) >= last_seq
         await wait_for(last_everywhere, within=300, what="every fan-out delivery")
+    xadds = await _xadd_calls(redis) - xadds_before
+    read_fanout = await redis.exists(f"feed:{{{cid}}}")
+    streams = [f"feed:{{{cid}}}"] if read_fanout else [f"inbox:{{{u}}}" for u in everyone]
     finished_ms = 0.0
     async with redis.pipeline(transaction=False) as pipe:
-        for user in everyone:
-            pipe.xrevrange(f"inbox:{{{user}}}", count=1)
+        for stream in streams:
+            pipe.xrevrange(stream, count=1)
         for entries in await pipe.execute():
             finished_ms = max(finished_ms, float(entries[0][0].split(b"-")[0]))
     await redis.aclose()
-    return members * messages / ((finished_ms - started_ms) / 1000)
+    seconds = (finished_ms - started_ms) / 1000
+    return {"members": members, "messages": messages,
+            "fanout": "read" if read_fanout else "write",
+            "deliveries_per_s": round(members * messages / seconds, 1),
+            "ms_per_message": round(seconds * 1000 / messages, 2),
+            "stream_writes_per_message": round(xadds / messages, 1)}
+
+
+async def fanout_modes(args: argparse.Namespace, env: dict[str, str],
+                       workdir: Path) -> dict[str, Any]:
+    """1k and 10k member groups, first on write fan-out (threshold above both), then on a
+    fresh stack with the default threshold, where the 10k group is on read fan-out
+    (before/after of the large-group switch), vs. pipelined XADD in the same run."""
+    runs: dict[str, Any] = {}
+    for label, threshold in (("write", str(10**9)), ("default", None)):
+        run_env = dict(env)
+        if threshold is not None:
+            run_env["IMFLOW_READ_FANOUT_THRESHOLD"] = threshold
+        async with launched(run_env, workdir, [("web1", free_port(), None)]) as stack:
+            redis = aioredis.from_url(stack.settings.redis_url)
+            runs[f"raw_xadd_{label}"] = await raw_xadd_rate(redis, 10_000)
+            await redis.aclose()
+            runs[f"{label}_1k"] = await fanout(stack, 1_000, args.fanout_messages_1k)
+            runs[f"{label}_10k"] = await fanout(stack, 10_000, args.fanout_messages_10k)
+        console.print(f"fan-out ({label} threshold): {runs}")
+    raw = min(runs["raw_xadd_write"], runs["raw_xadd_default"])
+    return {
+        "raw_xadd_deliveries_per_s": round(raw, 1),
+        "fanout_deliveries_per_s_1k": runs["default_1k"]["deliveries_per_s"],
+        "fanout_deliveries_per_s_10k": runs["default_10k"]["deliveries_per_s"],
+        "fanout_ratio_vs_raw_xadd": round(runs["default_10k"]["deliveries_per_s"] / raw, 3),
+        "fanout_runs": {k: v for k, v in runs.items() if not k.startswith("raw")},
+    }
 
 
 # ------------------------------------------------------------------ reads
@@ -433,21 +481,10 @@ async def bench(args: argparse.Namespace, env: dict[str, str], workdir: Path) ->
             results["drain_after_ingress_s"] = round(await pipeline_idle(stack), 1)
         else:
             console.print("[red]wrk not installed (apt-get install wrk): no ingress figures")
-        if "fanout" in args.skip:
-            return results
-        redis = aioredis.from_url(stack.settings.redis_url)
-        raw = await raw_xadd_rate(redis, 10_000)
-        await redis.aclose()
-        fan_1k = await fanout(stack, 1_000, args.fanout_messages_1k)
-        fan_10k = await fanout(stack, 10_000, args.fanout_messages_10k)
-        results.update({
-            "raw_xadd_deliveries_per_s": round(raw, 1),
-            "fanout_deliveries_per_s_1k": round(fan_1k, 1),
-            "fanout_deliveries_per_s_10k": round(fan_10k, 1),
-            "fanout_ratio_vs_raw_xadd": round(fan_10k / raw, 3),
-        })
         await pipeline_idle(stack)
         results.update(await reads(stack, workdir))
+    if "fanout" not in args.skip:
+        results.update(await fanout_modes(args, env, workdir))
     return results
 
 

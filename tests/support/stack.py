@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,7 +205,7 @@ def drop_run_data(settings: Settings) -> None:
 
 @asynccontextmanager
 async def launched(env: dict[str, str], workdir: str | Path,
-                   webs: list[tuple[str, int, dict[str, str] | None]]) -> AsyncIterator[Stack]:
+                   webs: Sequence[tuple[str, int, dict[str, str] | None]]) -> AsyncIterator[Stack]:
     """Every agent and the given web processes, running and passing messages."""
     import redis.asyncio as aioredis
 
