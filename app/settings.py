@@ -71,6 +71,9 @@ class Settings(BaseSettings):
         10.0, description="A worker that stops heartbeating (kill -9) loses its partitions "
         "after this long.")
     agent_batch_max: int = 500
+    agent_batch_linger_s: float = Field(
+        0.002, description="Under load (the previous batch held more than one event) an "
+        "agent waits this long for a batch to grow; at a low rate it never waits.")
     dedup_window_s: int = DAY_S
     read_fanout_threshold: int = Field(
         1000, description="A group with more members than this switches to read fan-out: "

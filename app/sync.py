@@ -15,6 +15,7 @@ start". The client treats it as opaque.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,9 +94,9 @@ def merge(inbox_rows: list[Row], feed_rows: dict[str, list[Row]], cursor: SyncCu
 
 async def read_page(inbox: InboxStore, feeds: FeedStore, user: str, cursor: SyncCursor,
                     limit: int) -> SyncPage:
-    """The page after `cursor`: inbox and every span read in two round trips."""
-    spans = await feeds.spans(user)
-    inbox_rows = await inbox.entries(user, after=cursor.inbox, count=limit + 1)
+    """The page after `cursor`: the spans and the inbox read at once, then the spans."""
+    spans, inbox_rows = await asyncio.gather(
+        feeds.spans(user), inbox.entries(user, after=cursor.inbox, count=limit + 1))
     floor = inbox.floor_id()
     wanted = [(cid, feed_start(span, cursor.feeds.get(cid), floor), span.to_id or "+")
               for cid, user_spans in spans.items() for span in user_spans]
@@ -103,11 +104,14 @@ async def read_page(inbox: InboxStore, feeds: FeedStore, user: str, cursor: Sync
 
 
 async def large_group_summaries(inbox: InboxStore, feeds: FeedStore, user: str, *,
-                                scan: int) -> dict[str, dict[str, Any]]:
-    """Conversation-list entries of the user's read fan-out groups: the newest message of
-    their span and the unread count (messages from others after the read marker, counted
-    over at most the `scan` newest entries)."""
+                                scan: int, only: str | None = None
+                                ) -> dict[str, dict[str, Any]]:
+    """Conversation-list entries of the user's read fan-out groups (or of group `only`):
+    the newest message of their span and the unread count (messages from others after
+    the read marker, counted over at most the `scan` newest entries)."""
     spans = await feeds.spans(user)
+    if only is not None:
+        spans = {cid: s for cid, s in spans.items() if cid == only}
     if not spans:
         return {}
     newest = await feeds.newest(spans, scan)

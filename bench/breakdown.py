@@ -88,10 +88,14 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=200)
     parser.add_argument("--webs", type=int, default=2)
     parser.add_argument("--drain", type=float, default=20)
+    parser.add_argument("--set", nargs="*", default=[], metavar="IMFLOW_X=VALUE",
+                        help="settings for the stack's processes, e.g. "
+                        "IMFLOW_AGENT_BATCH_LINGER_S=0")
     args = parser.parse_args()
+    overrides = dict(item.split("=", 1) for item in args.set)
     workdir = Path(tempfile.mkdtemp(prefix="imflow-breakdown-"))
     try:
-        with prepared_env(workdir, redis_db=12) as env:
+        with prepared_env(workdir, redis_db=12, **overrides) as env:
             print(orjson.dumps(asyncio.run(run(args, env, workdir))).decode())
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -248,6 +248,13 @@ def wrk_rate(url: str, token: str, seconds: int) -> float:
     return float(match.group(1))
 
 
+async def ingress_alone(env: dict[str, str], workdir: Path) -> dict[str, Any]:
+    """The ingress with no agent running (they would compete for the same cores) vs. a
+    bare aiohttp handler, both driven by wrk."""
+    async with launched(env, workdir, [("web1", free_port(), None)], agents=()) as stack:
+        return await ingress(stack)
+
+
 async def ingress(stack: Stack) -> dict[str, Any]:
     token = mint_token(stack.env["IMFLOW_SECRET"], "bench-ingress-s", ttl_s=3600)
     port = free_port()
@@ -476,8 +483,10 @@ async def bench(args: argparse.Namespace, env: dict[str, str], workdir: Path) ->
         results["e2e_rate_search"] = steps
         results["e2e_msgs_per_s"] = best
 
-        if "ingress" not in args.skip and shutil.which("wrk"):
-            results.update(await ingress(stack))
+        wrk = "ingress" not in args.skip and shutil.which("wrk")
+        if wrk:
+            with_agents = await ingress(stack)
+            results["ingress_msgs_per_s_with_agents"] = with_agents["ingress_msgs_per_s"]
             results["drain_after_ingress_s"] = round(await pipeline_idle(stack), 1)
         else:
             console.print("[red]wrk not installed (apt-get install wrk): no ingress figures")
@@ -485,6 +494,8 @@ async def bench(args: argparse.Namespace, env: dict[str, str], workdir: Path) ->
         results.update(await reads(stack, workdir))
     if "fanout" not in args.skip:
         results.update(await fanout_modes(args, env, workdir))
+    if wrk:  # last: what it appends to imflow.inbound is never sequenced
+        results.update(await ingress_alone(env, workdir))
     return results
 
 

@@ -9,20 +9,21 @@ would be three topics that could be flushed in any order.
 Writes happen after a batch's outputs are acked, when Faust's "current event" is no
 longer the record that caused them; so the changelog partition of each write is pinned
 explicitly (it is always the inbound partition of the record's conversation). The
-sequencer writes a whole batch at once (`write_batch`); deletes go through Faust.
+sequencer applies a batch's writes in memory and logs them itself (`apply`,
+`send_writes`), with the next batch's outputs; deletes go through Faust.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import faust
 import orjson
+from aiokafka.structs import RecordMetadata
 from faust.types import TP, ProducerT
 
 from agents.sequencing import DEDUP
@@ -50,23 +51,28 @@ class PinnedPartitionTable(faust.Table):
         finally:
             _pinned_partition.reset(token)
 
-    async def write_batch(self, producer: ProducerT,
-                          writes: list[tuple[int, str, Any]]) -> None:
-        """Apply writes (partition, key, value) in order and log them to the changelog;
-        returns once Kafka acked them all. The same effect as `self[key] = value` per
-        write (the value in memory, a changelog record in the pinned partition), without
-        Faust's per-write buffering, which cost a third of the sequencer's CPU. Resending
+    def apply(self, writes: list[tuple[int, str, Any]]) -> None:
+        """Set the values in memory only; `send_writes` logs them to the changelog."""
+        for _, key, value in writes:
+            self.data[key] = value
+
+    async def send_writes(self, producer: ProducerT, writes: list[tuple[int, str, Any]]
+                          ) -> list[Awaitable[RecordMetadata]]:
+        """Send changelog records for writes (partition, key, value), in order; returns
+        their ack futures. With `apply`, the same effect as `self[key] = value` per write,
+        without Faust's per-write buffering (a third of the sequencer's CPU). Resending
         the same writes after a failure is harmless: the last write of a key wins."""
         topic = self.changelog_topic.get_topic_name()
-        futures = []
-        for partition, key, value in writes:
-            self.data[key] = value
-            futures.append(await producer.send(topic, orjson.dumps(key), orjson.dumps(value),
-                                               partition, None, None))
+        return [await producer.send(topic, orjson.dumps(key), orjson.dumps(value), partition,
+                                    None, None)
+                for partition, key, value in writes]
+
+    def mark_persisted(self, acked: Sequence[RecordMetadata]) -> None:
+        """Record the changelog offsets written (what a RocksDB store needs for recovery)."""
         last: dict[TP, int] = {}
-        for sent in await asyncio.gather(*futures):
+        for sent in acked:
             last[TP(sent.topic, sent.partition)] = sent.offset
-        for tp, offset in last.items():  # what a RocksDB store records for its recovery
+        for tp, offset in last.items():
             self.data.set_persisted_offset(tp, offset)
 
     def delete(self, partition: int, key: str) -> None:

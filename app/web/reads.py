@@ -92,4 +92,10 @@ async def mark_read(request: web.Request) -> web.Response:
     await require_member(request.app, cid, me.user)
     marker = validated(ReadMarker, await json_body(request))
     unread = await request.app[INBOX].mark_read(me.user, cid, marker.seq)
+    if cid.startswith("g:"):  # a read fan-out group counts its unread in the feed
+        large = await large_group_summaries(request.app[INBOX], request.app[FEEDS], me.user,
+                                            scan=request.app[SETTINGS].feed_unread_scan,
+                                            only=cid)
+        if cid in large:
+            unread = large[cid]["unread"]
     return json_response({"conversation_id": cid, "read_seq": marker.seq, "unread": unread})

@@ -102,15 +102,23 @@ async def test_a_client_retry_is_stored_once_and_answers_the_same_id(
     assert late["message_id"] == first["message_id"]
 
 
+@pytest.mark.parametrize("kind", ["direct", "group"])
 async def test_unread_counts_and_the_read_marker(
-    names: Callable[..., list[str]], client_for: Callable[..., Client],
+    kind: str, names: Callable[..., list[str]], client_for: Callable[..., Client],
 ) -> None:
-    alice, bob = names("alice", "bob")
-    cid = direct(alice, bob)
+    """In a direct chat and in a group of three (on read fan-out when `make
+    test-read-fanout` sets the threshold to 2)."""
+    alice, bob, carol, gid = names("alice", "bob", "carol", "team")
     sender, reader = client_for(alice), client_for(bob)
+    if kind == "direct":
+        cid, to, first_seq = direct(alice, bob), {"to": bob}, 1
+    else:
+        cid, to, first_seq = f"g:{gid}", {"conversation": f"g:{gid}"}, 2
+        await sender.ok("POST", "/v1/groups", expect=201,
+                        json={"group_id": gid, "members": [bob, carol]})
     for i in range(3):
-        await sender.send(to=bob, client_msg_id=f"u{i}", body=f"unread {i}")
-    await await_inbox(client_for(bob, "watch"), 3, "three messages")
+        await sender.send(**to, client_msg_id=f"u{i}", body=f"unread {i}")
+    await await_inbox(client_for(bob, "watch"), first_seq + 2, "three messages")
 
     convs = (await reader.ok("GET", "/v1/conversations"))["conversations"]
     assert [(c["conversation_id"], c["unread"]) for c in convs] == [(cid, 3)]
@@ -118,12 +126,13 @@ async def test_unread_counts_and_the_read_marker(
     mine = (await sender.ok("GET", "/v1/conversations"))["conversations"]
     assert [(c["conversation_id"], c["unread"]) for c in mine] == [(cid, 0)]
 
-    assert (await reader.ok("POST", f"/v1/conversations/{cid}/read", json={"seq": 2}))[
-        "unread"] == 1
-    assert (await reader.ok("POST", f"/v1/conversations/{cid}/read", json={"seq": 1}))[
-        "unread"] == 1  # the marker never moves back
-    await reader.send(to=alice, client_msg_id="reply", body="replying reads it all")
-    await await_inbox(client_for(alice, "watch"), 4, "bob's reply")
+    assert (await reader.ok("POST", f"/v1/conversations/{cid}/read",
+                            json={"seq": first_seq + 1}))["unread"] == 1
+    assert (await reader.ok("POST", f"/v1/conversations/{cid}/read",
+                            json={"seq": first_seq}))["unread"] == 1  # never moves back
+    reply = {"to": alice} if kind == "direct" else to
+    await reader.send(**reply, client_msg_id="reply", body="replying reads it all")
+    await await_inbox(client_for(alice, "watch"), first_seq + 3, "bob's reply")
     convs = (await reader.ok("GET", "/v1/conversations"))["conversations"]
     assert convs[0]["unread"] == 0 and convs[0]["last_message"]["body"] == "replying reads it all"
     theirs = (await sender.ok("GET", "/v1/conversations"))["conversations"]

@@ -16,8 +16,10 @@ import redis.asyncio as aioredis
 
 from app.models import Message, SequencedRecord
 from app.settings import Settings
+from app.stores.feeds import FeedStore, feed_key, spans_key
 from app.stores.history import HistoryStore, ensure_table
 from app.stores.inbox import InboxStore, inbox_key
+from app.sync import SyncCursor, read_page
 from tests.support.stack import wait_for
 
 pytestmark = pytest.mark.services
@@ -67,6 +69,35 @@ async def test_inbox_entries_expire_and_are_trimmed(redis: aioredis.Redis) -> No
     async def key_gone() -> bool:
         return not await redis.exists(inbox_key(user))
     await wait_for(key_gone, within=RETENTION_S + 5, what="the idle inbox key to expire")
+
+
+async def test_group_feed_entries_expire_and_are_trimmed(redis: aioredis.Redis) -> None:
+    """The read fan-out feed keeps the inbox's retention; members' spans outlive it."""
+    member, cid = f"ret-{uuid.uuid4().hex[:8]}", f"g:ret-{uuid.uuid4().hex[:8]}"
+    inbox = InboxStore(redis, retention_s=RETENTION_S)
+    feeds = FeedStore(redis, retention_s=RETENTION_S)
+    switch = record(cid, 1, "owner", ["owner", member]).model_copy(update={"fanout": "read"})
+    await feeds.append([switch])
+    assert [m["seq"] for m in await synced(inbox, feeds, member)] == [1]
+    assert 0 < await redis.ttl(feed_key(cid)) <= RETENTION_S
+
+    async def expired() -> bool:
+        return await synced(inbox, feeds, member) == []
+    await wait_for(expired, within=RETENTION_S + 5, what="the feed entry to leave retention")
+
+    later = record(cid, 2, "owner", []).model_copy(update={"fanout": "read"})
+    await feeds.append([later])
+    assert await redis.xlen(feed_key(cid)) == 1  # MINID trimmed the old entry away
+    assert [m["seq"] for m in await synced(inbox, feeds, member)] == [2]
+
+    async def key_gone() -> bool:
+        return not await redis.exists(feed_key(cid))
+    await wait_for(key_gone, within=RETENTION_S + 5, what="the idle feed key to expire")
+    assert await redis.hexists(spans_key(member), cid)  # membership is not retention
+
+
+async def synced(inbox: InboxStore, feeds: FeedStore, user: str) -> list[dict[str, Any]]:
+    return (await read_page(inbox, feeds, user, SyncCursor(), limit=10)).messages
 
 
 async def test_history_rows_expire_by_column_family_ttl(settings: Settings) -> None:

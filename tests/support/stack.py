@@ -205,8 +205,10 @@ def drop_run_data(settings: Settings) -> None:
 
 @asynccontextmanager
 async def launched(env: dict[str, str], workdir: str | Path,
-                   webs: Sequence[tuple[str, int, dict[str, str] | None]]) -> AsyncIterator[Stack]:
-    """Every agent and the given web processes, running and passing messages."""
+                   webs: Sequence[tuple[str, int, dict[str, str] | None]],
+                   agents: Sequence[str] = AGENTS) -> AsyncIterator[Stack]:
+    """The agents (every one by default) and the given web processes, running and
+    passing messages (with no agents: the webs ready)."""
     import redis.asyncio as aioredis
 
     settings = settings_from_env(env)
@@ -215,11 +217,15 @@ async def launched(env: dict[str, str], workdir: str | Path,
     await redis.aclose()
     stack = Stack(env=env, workdir=Path(workdir), settings=settings)
     try:
-        for agent in AGENTS:
+        for agent in agents:
             stack.start_agent(agent)
         for name, port, extra in webs:
             stack.start_web(name, port, env=extra)
-        await wait_until_flowing(stack)
+        if agents:
+            await wait_until_flowing(stack)
+        else:
+            for url in stack.web_urls:
+                await wait_web_ready(url)
         yield stack
     except BaseException:
         print(stack.describe_failure())
