@@ -23,6 +23,7 @@ import redis.exceptions
 from faust.types import EventT
 from pydantic import ValidationError
 
+from agents.transport import ShortFetchTransport
 from app.errors import StoreUnavailable
 from app.models import SequencedRecord, parse_sequenced
 from app.settings import Settings, get_settings
@@ -42,7 +43,7 @@ def create_faust_app(name: str, settings: Settings | None = None) -> faust.App:
     s = settings or get_settings()
     datadir = Path(s.faust_data_dir) / f"{s.app_prefix}-{name}"
     datadir.parent.mkdir(parents=True, exist_ok=True)
-    return faust.App(
+    app = faust.App(
         f"{s.app_prefix}-{name}",
         broker=[f"kafka://{host}" for host in s.kafka_bootstrap.split(",")],
         store=s.faust_store,
@@ -63,6 +64,10 @@ def create_faust_app(name: str, settings: Settings | None = None) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
     )
+    # Before anything (a topic, an agent) makes Faust create its default transport.
+    app.transport = ShortFetchTransport(app.conf.broker_consumer, app,
+                                        fetch_max_wait_ms=s.agent_fetch_max_wait_ms)
+    return app
 
 
 def topic(app: faust.App, name: str) -> faust.TopicT:

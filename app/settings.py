@@ -71,6 +71,9 @@ class Settings(BaseSettings):
         10.0, description="A worker that stops heartbeating (kill -9) loses its partitions "
         "after this long.")
     agent_batch_max: int = 500
+    agent_fetch_max_wait_ms: int = Field(
+        100, description="Longest a Kafka fetch of an agent waits for data (Faust fixes "
+        "1,500 ms, which let agents lag 1.5 s behind; see agents/transport.py).")
     agent_batch_linger_s: float = Field(
         0.002, description="Under load (the previous batch held more than one event) an "
         "agent waits this long for a batch to grow; at a low rate it never waits.")

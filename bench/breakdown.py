@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.breakdown --rate 500 --duration 15   (after `make services`)
 
+Also the CPU milliseconds each process spent per acked message over the run and drain.
 For every acked message: client send -> web accepted (the message `ts`: its accepted_at,
 unless an earlier message of the conversation had a later one), accepted -> the
 sequenced record's Kafka timestamp (the sequencer's lag), that -> the XADD into the
@@ -25,6 +26,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 
 from bench.run import pct
+from bench.stages import cpu_seconds
 from tests.support.stack import ROOT, Stack, free_port, launched, prepared_env
 
 
@@ -51,6 +53,8 @@ async def run(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> d
     async with launched(env, workdir, webs) as stack:
         tag = uuid.uuid4().hex[:6]
         out = workdir / "sent.json"
+        pids = {name: p.popen.pid for name, p in stack.processes.items()}
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         loadgen = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bench.loadgen", "--urls", ",".join(stack.web_urls),
             "--secret", env["IMFLOW_SECRET"], "--tag", tag, "--pairs", str(args.pairs),
@@ -59,6 +63,8 @@ async def run(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> d
         await loadgen.wait()
         sent = {m[0]: m for m in orjson.loads(out.read_bytes())["sent"] if m[4] == 202}
         await asyncio.sleep(args.drain)  # a fixed window for the pipeline to finish
+        cpu_ms = {name: round(1000 * (cpu_seconds(pid) - cpu_before[name]) / max(1, len(sent)), 3)
+                  for name, pid in pids.items()}
         sequenced = await sequenced_times(stack)
         redis = aioredis.from_url(stack.settings.redis_url)
         stages: dict[str, list[float]] = {"web": [], "sequencer": [], "inbox": []}
@@ -77,6 +83,7 @@ async def run(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> d
         finally:
             await redis.aclose()
     return {"rate": args.rate, "acked": len(sent), "measured": len(stages["web"]),
+            "cpu_ms_per_message": cpu_ms,
             **{f"{k}_p50_ms": pct(v, 50) for k, v in stages.items()},
             **{f"{k}_p99_ms": pct(v, 99) for k, v in stages.items()}}
 

@@ -1,0 +1,133 @@
+"""Capacity of each agent alone, vs. an empty Faust agent (the raw limit), on a backlog.
+
+    .venv/bin/python -m bench.stages --records 30000      (after `make services`)
+
+A backlog of one-to-one sends is written straight to `imflow.inbound`; then, one at a
+time with nothing else of imflow running, the sequencer turns it into `imflow.messages`,
+and the inbox, history and push agents and an empty Faust agent (bench/empty_agent.py)
+each consume all of `imflow.messages`. An agent's rate is the records its consumer group
+committed between its first and its last commit, over that time (start-up not counted).
+Prints one JSON line; CPU seconds per record come from the process's own CPU time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+
+from app.models import direct_conversation, message_id_for
+from tests.support.stack import BIN, Stack, prepared_env, settings_from_env
+
+POLL_S = 0.2
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+async def fill_inbound(stack: Stack, records: int, pairs: int) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=stack.settings.kafka_bootstrap, acks="all",
+                                linger_ms=5)
+    await producer.start()
+    try:
+        for n in range(records):
+            sender, to = f"s{n % pairs}", f"r{n % pairs}"
+            cid = direct_conversation(sender, to)
+            value = {"v": 1, "kind": "send", "conversation_id": cid, "sender": sender,
+                     "client_msg_id": f"c{n}", "type": "text", "body": {"text": "x" * 64},
+                     "message_id": message_id_for(sender, f"c{n}"),
+                     "accepted_at": int(time.time() * 1000)}
+            await producer.send(stack.settings.topic_inbound, orjson.dumps(value),
+                                key=cid.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def committed(admin: AIOKafkaAdminClient, group: str, topic: str) -> int:
+    offsets = await admin.list_consumer_group_offsets(group)
+    return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic and
+               meta.offset > 0)
+
+
+async def drain(stack: Stack, name: str, module: str, topic: str, total: int) -> dict[str, Any]:
+    """Run one agent until its group committed `total` records of `topic`."""
+    group = f"{stack.settings.app_prefix}-{name}"
+    proc = stack.start(name, str(BIN / "faust"), "-A", module, "worker", "--without-web",
+                       "-l", "warn")
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.settings.kafka_bootstrap)
+    await admin.start()
+    pid = proc.popen.pid
+    try:
+        first: tuple[float, int, float] | None = None
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and proc.popen.poll() is None:
+            done = await committed(admin, group, topic)
+            now = time.monotonic()
+            if first is None and done > 0:
+                first = (now, done, cpu_seconds(pid))
+            if done >= total:
+                assert first is not None
+                cpu = cpu_seconds(pid) - first[2]
+                records = done - first[1]
+                took = now - first[0]
+                return {"records_per_s": round(records / took, 1) if took > 0 else None,
+                        "cpu_ms_per_record": round(1000 * cpu / records, 3) if records else None,
+                        "measured_records": records}
+            await asyncio.sleep(POLL_S)
+        raise TimeoutError(f"{name} did not consume {total} records:\n{proc.tail()}")
+    finally:
+        await admin.close()
+        proc.stop()
+
+
+async def run(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> dict[str, Any]:
+    stack = Stack(env=env, workdir=workdir, settings=settings_from_env(env))
+    s = stack.settings
+    await fill_inbound(stack, args.records, args.pairs)
+    results: dict[str, Any] = {"records": args.records}
+    try:
+        results["sequencer"] = await drain(stack, "sequencer", "agents.sequencer",
+                                           s.topic_inbound, args.records)
+        for name in ("empty-agent", "inbox", "history", "push"):
+            module = "bench.empty_agent" if name == "empty-agent" else f"agents.{name}"
+            results[name] = await drain(stack, name, module, s.topic_messages, args.records)
+    except BaseException:
+        print(stack.describe_failure())
+        raise
+    finally:
+        stack.stop_all()
+    empty = results["empty-agent"]["records_per_s"]
+    for name in ("sequencer", "inbox", "history", "push"):
+        results[name]["ratio_vs_empty_agent"] = round(results[name]["records_per_s"] / empty, 3)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--records", type=int, default=30_000)
+    parser.add_argument("--pairs", type=int, default=200)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="imflow-stages-"))
+    try:
+        with prepared_env(workdir, redis_db=12) as env:
+            print(orjson.dumps(asyncio.run(run(args, env, workdir))).decode())
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
