@@ -68,6 +68,9 @@ async def run(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> d
         sequenced = await sequenced_times(stack)
         redis = aioredis.from_url(stack.settings.redis_url)
         stages: dict[str, list[float]] = {"web": [], "sequencer": [], "inbox": []}
+        # per second of the run (by send time): the worst sequencer and inbox lag, to
+        # tell a stall (a few bad seconds) from a stage that falls steadily behind
+        worst: dict[int, list[float]] = {}
         try:
             for i in range(args.pairs):
                 for entry_id, fields in await redis.xrange(f"inbox:{{r{i}-{tag}}}"):
@@ -80,10 +83,17 @@ async def run(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> d
                     stages["web"].append(accepted - m[3])
                     stages["sequencer"].append(at_topic - accepted)
                     stages["inbox"].append(float(entry_id.split(b"-")[0]) - at_topic)
+                    second = worst.setdefault(int(m[3] / 1000), [0.0, 0.0])
+                    second[0] = max(second[0], stages["sequencer"][-1])
+                    second[1] = max(second[1], stages["inbox"][-1])
         finally:
             await redis.aclose()
+    start = min(worst, default=0)
+    timeline = ({str(sec - start): [round(v) for v in worst[sec]] for sec in sorted(worst)}
+                if args.timeline else {})
     return {"rate": args.rate, "acked": len(sent), "measured": len(stages["web"]),
             "cpu_ms_per_message": cpu_ms,
+            **({"worst_lag_ms_per_second": timeline} if args.timeline else {}),
             **{f"{k}_p50_ms": pct(v, 50) for k, v in stages.items()},
             **{f"{k}_p99_ms": pct(v, 99) for k, v in stages.items()}}
 
@@ -95,6 +105,9 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=200)
     parser.add_argument("--webs", type=int, default=2)
     parser.add_argument("--drain", type=float, default=20)
+    parser.add_argument("--timeline", action="store_true",
+                        help="also print, per second of sends, the worst sequencer and "
+                        "inbox lag (ms)")
     parser.add_argument("--set", nargs="*", default=[], metavar="IMFLOW_X=VALUE",
                         help="settings for the stack's processes, e.g. "
                         "IMFLOW_AGENT_BATCH_LINGER_S=0")

@@ -97,8 +97,8 @@ class InboxStore:
     """Owns every Redis key of the offline inbox."""
 
     def __init__(self, client: aioredis.Redis, *, retention_s: int) -> None:
-        self._redis = self.client = client
-        self._retention_s = self.retention_s = retention_s
+        self._redis = client
+        self._retention_s = retention_s
         self._deliver = client.register_script(_DELIVER_LUA)
         self._mark_read = client.register_script(_MARK_READ_LUA)
 
@@ -119,6 +119,14 @@ class InboxStore:
         if not keys:
             return 0
         return int(await self._deliver(keys=keys, args=args))
+
+    @property
+    def client(self) -> aioredis.Redis:
+        return self._redis
+
+    @property
+    def retention_s(self) -> int:
+        return self._retention_s
 
     def floor_id(self) -> str:
         """The oldest stream id still inside the retention (entries below it are expired)."""
