@@ -532,7 +532,8 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--rates", type=float, nargs="*",
                         default=[1500, 2000, 2500, 3000, 4000, 5000])
-    parser.add_argument("--down-rates", type=float, nargs="*", default=[800, 700, 600, 500, 400, 300, 150],
+    parser.add_argument("--down-rates", type=float, nargs="*",
+                        default=[800, 700, 600, 500, 400, 300, 150],
                         help="rates tried, highest first, when the fixed rate is not sustained")
     parser.add_argument("--fixed-rate", type=float, default=1000.0,
                         help="the offered rate of the latency run (the target's 1,000/s)")

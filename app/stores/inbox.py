@@ -19,17 +19,21 @@ import redis.asyncio as aioredis
 from app.models import SequencedRecord
 
 # KEYS per delivery: inbox, applied, convs, read markers, unread seqs of this conversation.
-# ARGV: minid, ttl_s, then per delivery: conversation, seq, role, payload, where role is
-# "o" (from someone else: unread unless already read), "s" (the user's own: read) or "e".
+# ARGV: minid, ttl_s, the number of payloads n, the n payloads, then per delivery:
+# conversation, seq, role, payload index (1-based), where role is "o" (from someone else:
+# unread unless already read), "s" (the user's own: read) or "e". Each payload is sent
+# once per call, however many inboxes it goes to (a group event can be 100s of KB).
 _DELIVER_LUA = """
 local minid = ARGV[1]
 local ttl = tonumber(ARGV[2])
+local first = 4 + tonumber(ARGV[3])
 local written = 0
 local k = 1
-for i = 3, #ARGV, 4 do
+for i = first, #ARGV, 4 do
   local inbox, applied, convs, read, unread = KEYS[k], KEYS[k+1], KEYS[k+2], KEYS[k+3], KEYS[k+4]
   k = k + 5
-  local conv, seq, role, payload = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]
+  local conv, seq, role = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+  local payload = ARGV[3 + tonumber(ARGV[i + 3])]
   local last = tonumber(redis.call('HGET', applied, conv) or '0')
   if seq > last then
     redis.call('XADD', inbox, 'MINID', minid, '*', 'm', payload)
@@ -63,6 +67,9 @@ end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', seq)
 return redis.call('ZCARD', KEYS[2])
 """
+
+
+DELIVERIES_PER_CALL = 2_000
 
 
 def inbox_key(user: str) -> str:
@@ -106,18 +113,33 @@ class InboxStore:
         return f"{int(time.time() * 1000) - self._retention_s * 1000}-0"
 
     async def deliver(self, records: list[SequencedRecord]) -> int:
-        """Append each record to each recipient's inbox once; returns entries written."""
+        """Append each record to each recipient's inbox once; returns entries written.
+
+        Calls carry at most `DELIVERIES_PER_CALL` deliveries, so one Lua call never holds
+        Redis for long (and never outlasts a client timeout, after which a retry would
+        run the same work again). Splitting is safe: each delivery is idempotent."""
+        written = 0
         keys: list[str] = []
-        args: list[Any] = [self._min_id(), self._retention_s]
+        deliveries: list[Any] = []
+        payloads: list[str] = []
         for record in records:
             msg = record.message
-            payload = msg.model_dump_json()
+            payloads.append(msg.model_dump_json())
             for user in record.recipients:
                 keys.extend(_keys(user, msg.conversation_id))
                 role = "s" if user == msg.sender else "o" if record.kind == "message" else "e"
-                args.extend((msg.conversation_id, msg.seq, role, payload))
-        if not keys:
-            return 0
+                deliveries.extend((msg.conversation_id, msg.seq, role, len(payloads)))
+                if len(keys) >= 5 * DELIVERIES_PER_CALL:
+                    written += await self._call_deliver(keys, payloads, deliveries)
+                    keys, deliveries, payloads = [], [], [payloads[-1]]
+                    # the current record's payload is now number 1 of the next call
+        if keys:
+            written += await self._call_deliver(keys, payloads, deliveries)
+        return written
+
+    async def _call_deliver(self, keys: list[str], payloads: list[str],
+                            deliveries: list[Any]) -> int:
+        args = [self._min_id(), self._retention_s, len(payloads), *payloads, *deliveries]
         return int(await self._deliver(keys=keys, args=args))
 
     @property

@@ -64,6 +64,7 @@ end
 return sent
 """
 FEED_POLL_S = 0.02
+RECIPIENTS_PER_CALL = 2_000
 
 # Remove a device's presence only if it still names this connection.
 _DISCONNECT_LUA = """
@@ -125,13 +126,19 @@ class PushPublisher:
         read fan-out records wait (up to `feed_wait_s`) for the inbox agent's append."""
         fanout_on_write = [r for r in records if r.fanout == "write"]
         sent = 0
-        if fanout_on_write:
-            keys: list[str] = []
-            args: list[Any] = []
-            for record in fanout_on_write:
-                keys.extend(presence_key(u) for u in record.recipients)
-                args.extend((len(record.recipients), _payload(record)))
-                args.extend(channel(u) for u in record.recipients)
+        keys: list[str] = []
+        args: list[Any] = []
+        for record in fanout_on_write:
+            payload = _payload(record)
+            for start in range(0, len(record.recipients), RECIPIENTS_PER_CALL):
+                users = record.recipients[start:start + RECIPIENTS_PER_CALL]
+                keys.extend(presence_key(u) for u in users)
+                args.extend((len(users), payload))
+                args.extend(channel(u) for u in users)
+                if len(keys) >= RECIPIENTS_PER_CALL:  # one Lua call never holds Redis long
+                    sent += int(await self._publish(keys=keys, args=args))
+                    keys, args = [], []
+        if keys:
             sent += int(await self._publish(keys=keys, args=args))
         waiting = [r for r in records if r.fanout == "read"]
         deadline = asyncio.get_running_loop().time() + self._feed_wait_s
