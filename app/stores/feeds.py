@@ -17,7 +17,6 @@ which one Redis allows; on Redis Cluster the span updates would move to their ow
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -25,7 +24,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from app.models import SequencedRecord
-from app.stores.inbox import read_markers_key
+from app.stores.inbox import read_markers_key, retention_floor_id
 
 # KEYS: feed, feedseq, the sender's read markers, feedusers, then the spans hash of each
 # changed member. ARGV: minid, ttl_s, conversation, seq, payload, "r" if the sender's read
@@ -106,7 +105,7 @@ class FeedStore:
 
     async def append(self, records: list[SequencedRecord]) -> int:
         """Append each read fan-out record to its group's feed once; returns how many were new."""
-        minid = f"{int(time.time() * 1000) - self._retention_s * 1000}-0"
+        minid = retention_floor_id(self._retention_s)
         async with self._redis.pipeline(transaction=False) as pipe:
             for record in records:
                 msg = record.message

@@ -72,6 +72,18 @@ return redis.call('ZCARD', KEYS[2])
 DELIVERIES_PER_CALL = 2_000
 
 
+def retention_floor_id(retention_s: int) -> str:
+    """The stream id `retention_s` ago: MINID trims below it and reads start at it, for
+    inboxes and group feeds alike."""
+    return f"{int(time.time() * 1000) - retention_s * 1000}-0"
+
+
+def newest_first(conversations: list[dict[str, Any]]) -> None:
+    """Sort conversation-list entries by their last message, most recent first."""
+    conversations.sort(key=lambda c: (c["last_message"]["ts"], c["last_message"]["seq"]),
+                       reverse=True)
+
+
 def inbox_key(user: str) -> str:
     return f"inbox:{{{user}}}"
 
@@ -109,8 +121,6 @@ class InboxStore:
         self._deliver = client.register_script(_DELIVER_LUA)
         self._mark_read = client.register_script(_MARK_READ_LUA)
 
-    def _min_id(self) -> str:
-        return f"{int(time.time() * 1000) - self._retention_s * 1000}-0"
 
     async def deliver(self, records: list[SequencedRecord]) -> int:
         """Append each record to each recipient's inbox once; returns entries written.
@@ -139,7 +149,7 @@ class InboxStore:
 
     async def _call_deliver(self, keys: list[str], payloads: list[str],
                             deliveries: list[Any]) -> int:
-        args = [self._min_id(), self._retention_s, len(payloads), *payloads, *deliveries]
+        args = [self.floor_id(), self._retention_s, len(payloads), *payloads, *deliveries]
         return int(await self._deliver(keys=keys, args=args))
 
     @property
@@ -152,13 +162,13 @@ class InboxStore:
 
     def floor_id(self) -> str:
         """The oldest stream id still inside the retention (entries below it are expired)."""
-        return self._min_id()
+        return retention_floor_id(self._retention_s)
 
     async def entries(self, user: str, *, after: str | None,
                       count: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
         """Up to `count` entries after stream id `after` (None: from the start), oldest
         first; never entries older than the retention, even if not trimmed yet."""
-        floor = self._min_id()
+        floor = self.floor_id()
         start = floor
         if after is not None and id_tuple(after) >= id_tuple(floor):
             start = "(" + after
@@ -198,6 +208,5 @@ class InboxStore:
              "unread": int(count)}
             for cid, count in zip(cids, counts, strict=True)
         ]
-        items.sort(key=lambda c: (c["last_message"]["ts"], c["last_message"]["seq"]),
-                   reverse=True)
+        newest_first(items)
         return items

@@ -7,6 +7,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.errors import BadRequest
+from app.stores.inbox import newest_first
 from app.sync import SyncCursor, large_group_summaries, read_page
 from app.web.access import require_member
 from app.web.context import (
@@ -75,8 +76,7 @@ async def conversations(request: web.Request) -> web.Response:
                                         scan=settings.feed_unread_scan)
     if large:
         items = [i for i in items if i["conversation_id"] not in large] + list(large.values())
-        items.sort(key=lambda c: (c["last_message"]["ts"], c["last_message"]["seq"]),
-                   reverse=True)
+        newest_first(items)
     return json_response({"conversations": items})
 
 
