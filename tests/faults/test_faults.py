@@ -64,8 +64,11 @@ async def test_kill_9_each_agent_in_turn_mid_load(fault_stack: Stack) -> None:
 
 
 async def test_hbase_down_for_30_s_mid_load(fault_stack: Stack) -> None:
-    traffic, result, load = await start_load(fault_stack, duration_s=50)
+    # The load must outlast the stop (usually a few seconds, but it varies), 5 s of
+    # outage and the audit below (up to 20 s): 50 s once was not enough in CI.
+    traffic, result, load = await start_load(fault_stack, duration_s=80)
     await asyncio.sleep(5)
+    stopping_at = time.monotonic()
     await service("hbase", "stop")
     down_at = time.monotonic()
     acked_before_outage = len(result.acked)
@@ -78,7 +81,9 @@ async def test_hbase_down_for_30_s_mid_load(fault_stack: Stack) -> None:
                                                within=0, history_too=False)
             return audit if audit.clean else None
         await wait_for(inboxes_current, within=20, what="inboxes to flow during the outage")
-        assert not load.done()
+        assert not load.done(), (f"the load ended before the check: the stop took "
+                                 f"{down_at - stopping_at:.1f} s, the check "
+                                 f"{time.monotonic() - down_at:.1f} s after it")
         await asyncio.sleep(max(0.0, 30 - (time.monotonic() - down_at)))  # the outage
     finally:
         await service("hbase", "start")
