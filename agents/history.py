@@ -1,6 +1,6 @@
 """History agent: each sequenced record once into its conversation's HBase history (read fan-out).
 
-Run: `faust -A agents.history worker --without-web`. Puts are batched and run in the
+Run: `faust -L uvloop -A agents.history worker --without-web`. Puts are batched and run in the
 history store's bounded thread pool; while HBase is down the agent retries the same
 batch and does not advance, so no offset past unstored records is committed.
 """

@@ -1,6 +1,6 @@
 """Inbox agent: each sequenced record into every recipient's Redis inbox stream (write fan-out).
 
-Run: `faust -A agents.inbox worker --without-web`. Idempotent (see app/stores/inbox.py),
+Run: `faust -L uvloop -A agents.inbox worker --without-web`. Idempotent (see app/stores/inbox.py),
 so redelivery after a crash or a replay never doubles an entry. It also keeps the Redis
 projection of group membership (app/stores/groups.py) that the web reads, and the feeds
 of large groups (read fan-out, app/stores/feeds.py). See app/stores/delivery.py.

@@ -1,6 +1,6 @@
 """Push agent: each sequenced record to the online devices of its recipients.
 
-Run: `faust -A agents.push worker --without-web`. Publishes on the per-user Redis
+Run: `faust -L uvloop -A agents.push worker --without-web`. Publishes on the per-user Redis
 channels that web processes subscribe to for their connected devices. Push is
 best effort on top of the inbox: a device that misses a push gets the message by sync.
 """

@@ -1,6 +1,6 @@
 """Sequencer agent: `imflow.inbound` -> `imflow.messages`, one order per conversation.
 
-Run: `faust -A agents.sequencer worker --without-web`. See agents/sequencing.py for the
+Run: `faust -L uvloop -A agents.sequencer worker --without-web`. See agents/sequencing.py for the
 decisions and the crash-safety argument, tables/sequencer_state.py for the state.
 """
 

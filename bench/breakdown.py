@@ -2,7 +2,8 @@
 
     .venv/bin/python -m bench.breakdown --rate 500 --duration 15   (after `make services`)
 
-Also the CPU milliseconds each process spent per acked message over the run and drain.
+Also the CPU milliseconds each process (imflow, the services and the load generator)
+spent per acked message over the run and drain.
 For every acked message: client send -> web accepted (the message `ts`: its accepted_at,
 unless an earlier message of the conversation had a later one), accepted -> the
 sequenced record's Kafka timestamp (the sequencer's lag), that -> the XADD into the
@@ -25,7 +26,7 @@ import orjson
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 
-from bench.run import pct
+from bench.run import pct, service_pids
 from bench.stages import cpu_seconds
 from tests.support.stack import ROOT, Stack, free_port, launched, prepared_env
 
@@ -53,18 +54,28 @@ async def run(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> d
     async with launched(env, workdir, webs) as stack:
         tag = uuid.uuid4().hex[:6]
         out = workdir / "sent.json"
-        pids = {name: p.popen.pid for name, p in stack.processes.items()}
+        pids = {**{name: p.popen.pid for name, p in stack.processes.items()},
+                **service_pids()}
         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         loadgen = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bench.loadgen", "--urls", ",".join(stack.web_urls),
             "--secret", env["IMFLOW_SECRET"], "--tag", tag, "--pairs", str(args.pairs),
             "--rate", str(args.rate), "--duration", str(args.duration), "--out", str(out),
             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-        await loadgen.wait()
+        await asyncio.sleep(0.5)  # let it import and start before its CPU is read
+        loadgen_cpu = 0.0
+        while loadgen.returncode is None:
+            loadgen_cpu = max(loadgen_cpu, cpu_seconds(loadgen.pid))
+            try:
+                await asyncio.wait_for(loadgen.wait(), 0.5)
+            except TimeoutError:
+                pass
         sent = {m[0]: m for m in orjson.loads(out.read_bytes())["sent"] if m[4] == 202}
         await asyncio.sleep(args.drain)  # a fixed window for the pipeline to finish
         cpu_ms = {name: round(1000 * (cpu_seconds(pid) - cpu_before[name]) / max(1, len(sent)), 3)
                   for name, pid in pids.items()}
+        cpu_ms["loadgen"] = round(1000 * loadgen_cpu / max(1, len(sent)), 3)
+        cpu_ms["total"] = round(sum(cpu_ms.values()), 3)
         sequenced = await sequenced_times(stack)
         redis = aioredis.from_url(stack.settings.redis_url)
         stages: dict[str, list[float]] = {"web": [], "sequencer": [], "inbox": []}

@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from app.models import direct_conversation, message_id_for
-from tests.support.stack import BIN, Stack, prepared_env, settings_from_env
+from tests.support.stack import FAUST_WORKER, Stack, prepared_env, settings_from_env
 
 POLL_S = 0.2
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -66,7 +66,7 @@ async def committed(admin: AIOKafkaAdminClient, group: str, topic: str) -> int:
 async def drain(stack: Stack, name: str, module: str, topic: str, total: int) -> dict[str, Any]:
     """Run one agent until its group committed `total` records of `topic`."""
     group = f"{stack.settings.app_prefix}-{name}"
-    proc = stack.start(name, str(BIN / "faust"), "-A", module, "worker", "--without-web",
+    proc = stack.start(name, *FAUST_WORKER, module, "worker", "--without-web",
                        "-l", "warn")
     admin = AIOKafkaAdminClient(bootstrap_servers=stack.settings.kafka_bootstrap)
     await admin.start()
