@@ -6,8 +6,8 @@ raw baselines in the same run, prints a table and writes bench/results/latest.js
 
 Scenarios (all bounded in time, loopback only):
 - e2e at a fixed 1,000 msg/s: send -> inbox / push / history latency percentiles;
-- e2e rate search: the highest 1:1 rate sustained for >= 30 s with zero loss (every sink
-  caught up within 5 s of the last send, by the arrival stamps);
+- e2e rate search: the highest 1:1 rate sustained for >= 30 s with zero loss (each sink's
+  p99 latency <= 1 s, and caught up within 2 s of the last send, by the arrival stamps);
 - ingress vs a bare aiohttp handler (wrk, closed loop, same client settings);
 - group fan-out to 1,000 and 10,000 members vs raw pipelined XADD from Python;
 - a 200-message sync page and a 20-message history page under light load;
@@ -51,10 +51,13 @@ from tests.support.stack import (
 
 PY = sys.executable
 DRAIN_LIMIT_S = 240  # how long a run may take to deliver what it got accepted
-# "sustained" = every sink had everything at most this long after the last send, by the
-# arrival stamps (inbox stream ids, HBase cell times, the receivers' clock), not by when the
-# bench's own polling noticed
-KEPT_UP_S = 5
+# "sustained" = the pipeline kept up: each sink's p99 send->visible latency within
+# SUSTAINED_P99_MS, and every sink had everything at most KEPT_UP_S after the last send, by
+# the arrival stamps (inbox stream ids, HBase cell times, the receivers' clock), not by when
+# the bench's own polling noticed. A run whose messages arrive seconds late is not
+# sustained even if it drains in the end.
+SUSTAINED_P99_MS = 1000
+KEPT_UP_S = 2
 RESULTS = ROOT / "bench" / "results"
 console = Console()
 
@@ -162,7 +165,9 @@ async def e2e(stack: Stack, *, rate: float, duration: float, pairs: int,
     sustained = (not any(missing.values()) and errors == 0 and out["late"] == 0
                  and len(acked) >= 0.99 * out["offered"]
                  and out["finished_seconds"] <= duration * 1.1 + 2
-                 and caught_up_after_s is not None and caught_up_after_s <= KEPT_UP_S)
+                 and caught_up_after_s is not None and caught_up_after_s <= KEPT_UP_S
+                 and all(pct(v, 99) <= SUSTAINED_P99_MS
+                         for v in (inbox_lat, push_lat, history_lat)))
     return {
         "rate_offered": rate, "duration_s": duration, "acked": len(acked),
         "errors": errors, "late": out["late"], "acked_per_s": round(len(acked) / seconds, 1),
@@ -410,7 +415,7 @@ async def fanout_modes(args: argparse.Namespace, env: dict[str, str],
 
 
 async def reads(stack: Stack, workdir: Path) -> dict[str, Any]:
-    """p50/p99 of a 200-message sync page and a 20-message history page, 300 each,
+    """p50/p99 of a 200-message sync page and a 20-message history page, 1,000 each,
     while a background load sends 100 msg/s."""
     tag = uuid.uuid4().hex[:6]
     secret = stack.env["IMFLOW_SECRET"]
@@ -441,7 +446,7 @@ async def reads(stack: Stack, workdir: Path) -> dict[str, Any]:
             env={**os.environ, "PYTHONPATH": str(ROOT)})
         sync_ms: list[float] = []
         history_ms: list[float] = []
-        for _ in range(300):
+        for _ in range(1000):
             # request sent -> whole answer received; decoding it is the client's time
             t0 = time.perf_counter()
             async with session.get(url + "/v1/sync", headers=rh,
