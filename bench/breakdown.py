@@ -14,19 +14,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import sys
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 
-from bench.run import pct, service_pids
+from bench.run import client_env, pct, service_pids
 from bench.stages import cpu_seconds
 from tests.support.stack import ROOT, Stack, free_port, launched, prepared_env
 
@@ -59,9 +58,9 @@ async def run(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> d
         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         loadgen = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bench.loadgen", "--urls", ",".join(stack.web_urls),
-            "--secret", env["IMFLOW_SECRET"], "--tag", tag, "--pairs", str(args.pairs),
+            "--tag", tag, "--pairs", str(args.pairs),
             "--rate", str(args.rate), "--duration", str(args.duration), "--out", str(out),
-            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+            cwd=ROOT, env=client_env(env["IMFLOW_SECRET"]))
         await asyncio.sleep(0.5)  # let it import and start before its CPU is read
         loadgen_cpu = 0.0
         while loadgen.returncode is None:
@@ -84,7 +83,9 @@ async def run(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> d
         worst: dict[int, list[float]] = {}
         try:
             for i in range(args.pairs):
-                for entry_id, fields in await redis.xrange(f"inbox:{{r{i}-{tag}}}"):
+                entries = cast(list[tuple[bytes, dict[bytes, bytes]]],
+                               await redis.xrange(f"inbox:{{r{i}-{tag}}}"))
+                for entry_id, fields in entries:
                     message = orjson.loads(fields[b"m"])
                     m = sent.get(message["message_id"])
                     if m is None or message["message_id"] not in sequenced:

@@ -4,7 +4,7 @@ Sends are scheduled by the clock, not by answers, so a slow server shows up as l
 and a growing backlog instead of a lower offered rate. Writes one JSON file:
 {"sent": [[message_id, sender, recipient, t_send_ms, status], ...], "offered", "late"}.
 
-    python -m bench.loadgen --urls http://127.0.0.1:8080 --secret S --tag T \
+    IMFLOW_SECRET=S python -m bench.loadgen --urls http://127.0.0.1:8080 --tag T \
         --pairs 200 --rate 1000 --duration 30 --out /tmp/sent.json
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -118,7 +119,8 @@ class _Pool:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     senders = [f"s{i}-{args.tag}" for i in range(args.pairs)]
-    tokens = [mint_token(args.secret, s, ttl_s=3600) for s in senders]
+    secret = os.environ["IMFLOW_SECRET"]  # not an argument: argv is public, and may start with "-"
+    tokens = [mint_token(secret, s, ttl_s=3600) for s in senders]
     pools = [_Pool(u) for u in args.urls.split(",")]
     sent: list[list[Any]] = []
     in_flight = 0
@@ -168,7 +170,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--urls", required=True)
-    parser.add_argument("--secret", required=True)
     parser.add_argument("--tag", required=True)
     parser.add_argument("--pairs", type=int, default=200)
     parser.add_argument("--rate", type=float, required=True)

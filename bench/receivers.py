@@ -3,7 +3,7 @@
 Writes {"received": [[message_id, t_recv_ms], ...], "connected": n} when told to stop
 (SIGTERM) or after --seconds.
 
-    python -m bench.receivers --url http://127.0.0.1:8080 --secret S --tag T --pairs 200 \
+    IMFLOW_SECRET=S python -m bench.receivers --urls http://127.0.0.1:8080 --tag T --pairs 200 \
         --seconds 60 --out /tmp/recv.json --ready-file /tmp/recv.ready
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     urls = args.urls.split(",")
+    secret = os.environ["IMFLOW_SECRET"]
     connected = 0
     all_connected = asyncio.Event()
 
@@ -35,7 +37,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         async def device(i: int) -> None:
             nonlocal connected
-            token = mint_token(args.secret, f"r{i}-{args.tag}", device="bench", ttl_s=3600)
+            token = mint_token(secret, f"r{i}-{args.tag}", device="bench", ttl_s=3600)
             url = urls[i % len(urls)] + "/v1/ws"
             async with session.ws_connect(url, headers={"Authorization": f"Bearer {token}"},
                                           heartbeat=30) as ws:
@@ -67,7 +69,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--urls", required=True)
-    parser.add_argument("--secret", required=True)
     parser.add_argument("--tag", required=True)
     parser.add_argument("--pairs", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=600)

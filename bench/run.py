@@ -62,6 +62,11 @@ RESULTS = ROOT / "bench" / "results"
 console = Console()
 
 
+def client_env(secret: str) -> dict[str, str]:
+    """The environment of a load-generator process: the JWT secret it mints tokens with."""
+    return {**os.environ, "PYTHONPATH": str(ROOT), "IMFLOW_SECRET": secret}
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -111,9 +116,9 @@ async def e2e(stack: Stack, *, rate: float, duration: float, pairs: int,
     urls = ",".join(stack.web_urls)
     sent_file, recv_file = workdir / f"sent-{tag}.json", workdir / f"recv-{tag}.json"
     ready_file = workdir / f"ready-{tag}"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = client_env(secret)
     receivers = await asyncio.create_subprocess_exec(
-        PY, "-m", "bench.receivers", "--urls", urls, "--secret", secret, "--tag", tag,
+        PY, "-m", "bench.receivers", "--urls", urls, "--tag", tag,
         "--pairs", str(pairs), "--out", str(recv_file), "--ready-file", str(ready_file),
         "--seconds", str(duration + 120), cwd=ROOT, env=env)
 
@@ -123,7 +128,7 @@ async def e2e(stack: Stack, *, rate: float, duration: float, pairs: int,
     rss = RssSampler(stack)
     sampler = asyncio.create_task(rss.run())
     loadgen = await asyncio.create_subprocess_exec(
-        PY, "-m", "bench.loadgen", "--urls", urls, "--secret", secret, "--tag", tag,
+        PY, "-m", "bench.loadgen", "--urls", urls, "--tag", tag,
         "--pairs", str(pairs), "--rate", str(rate), "--duration", str(duration),
         "--out", str(sent_file), cwd=ROOT, env=env)
     await loadgen.wait()
@@ -440,10 +445,9 @@ async def reads(stack: Stack, workdir: Path) -> dict[str, Any]:
         await wait_for(filled, within=60, what="250 messages stored")
 
         background = await asyncio.create_subprocess_exec(
-            PY, "-m", "bench.loadgen", "--urls", url, "--secret", secret, "--tag", f"bg{tag}",
+            PY, "-m", "bench.loadgen", "--urls", url, "--tag", f"bg{tag}",
             "--pairs", "20", "--rate", "100", "--duration", "30",
-            "--out", str(workdir / f"bg-{tag}.json"), cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)})
+            "--out", str(workdir / f"bg-{tag}.json"), cwd=ROOT, env=client_env(secret))
         sync_ms: list[float] = []
         history_ms: list[float] = []
         for _ in range(1000):
