@@ -121,7 +121,6 @@ class InboxStore:
         self._deliver = client.register_script(_DELIVER_LUA)
         self._mark_read = client.register_script(_MARK_READ_LUA)
 
-
     async def deliver(self, records: list[SequencedRecord]) -> int:
         """Append each record to each recipient's inbox once; returns entries written.
 
@@ -151,14 +150,6 @@ class InboxStore:
                             deliveries: list[Any]) -> int:
         args = [self.floor_id(), self._retention_s, len(payloads), *payloads, *deliveries]
         return int(await self._deliver(keys=keys, args=args))
-
-    @property
-    def client(self) -> aioredis.Redis:
-        return self._redis
-
-    @property
-    def retention_s(self) -> int:
-        return self._retention_s
 
     def floor_id(self) -> str:
         """The oldest stream id still inside the retention (entries below it are expired)."""

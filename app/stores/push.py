@@ -140,18 +140,19 @@ class PushPublisher:
                     keys, args = [], []
         if keys:
             sent += int(await self._publish(keys=keys, args=args))
-        waiting = [r for r in records if r.fanout == "read"]
+        # (record, payload) of each read fan-out record not yet appended by the inbox agent
+        waiting = [(r, _payload(r)) for r in records if r.fanout == "read"]
         deadline = asyncio.get_running_loop().time() + self._feed_wait_s
         while waiting:
             async with self._redis.pipeline(transaction=False) as pipe:
-                for record in waiting:
+                for record, payload in waiting:
                     cid = record.message.conversation_id
                     await self._publish_feed(keys=[feed_seq_key(cid), feed_users_key(cid)],
-                                             args=[cid, record.message.seq, _payload(record)],
+                                             args=[cid, record.message.seq, payload],
                                              client=pipe)
                 results = [int(n) for n in await pipe.execute()]
             sent += sum(n for n in results if n > 0)
-            waiting = [r for r, n in zip(waiting, results, strict=True) if n < 0]
+            waiting = [w for w, n in zip(waiting, results, strict=True) if n < 0]
             if waiting and asyncio.get_running_loop().time() >= deadline:
                 log.warning("push skipped for %d large-group records the inbox agent has "
                             "not applied within %.1fs (sync delivers them)",
