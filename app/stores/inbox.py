@@ -151,6 +151,14 @@ class InboxStore:
         args = [self.floor_id(), self._retention_s, len(payloads), *payloads, *deliveries]
         return int(await self._deliver(keys=keys, args=args))
 
+    @property
+    def client(self) -> aioredis.Redis:
+        return self._redis
+
+    @property
+    def retention_s(self) -> int:
+        return self._retention_s
+
     def floor_id(self) -> str:
         """The oldest stream id still inside the retention (entries below it are expired)."""
         return retention_floor_id(self._retention_s)
