@@ -5,14 +5,42 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
+import aiohttp
+import orjson
 import pytest
 import pytest_asyncio
 
+from tests.support.load import Audit, LoadResult, Traffic, create_groups, run_load
 from tests.support.stack import ROOT, Stack, free_port, launched, prepared_env
 
 pytestmark = pytest.mark.services
+
+RATE = 150.0  # msg/s offered in total, steady, from 46 senders
+CATCH_UP_S = 180.0
+
+
+def report(fault: str, result: LoadResult, final: Audit, catch_up_s: float, **extra: Any) -> None:
+    """One FAULT-REPORT line per test (shared by the faults modules), greppable in -rP."""
+    line = {"fault": fault, **final.as_dict(), "attempts": result.attempts,
+            "retries": result.retries, "errors": dict(result.errors),
+            "catch_up_s": round(catch_up_s, 1), **extra}
+    print("FAULT-REPORT " + orjson.dumps(line).decode())
+
+
+async def start_load(stack: Stack, duration_s: float) -> tuple[Traffic, LoadResult,
+                                                              asyncio.Task[LoadResult]]:
+    """20 direct pairs and 3 groups at RATE msg/s for `duration_s`, running in a task."""
+    traffic = Traffic.build(uuid.uuid4().hex[:6], pairs=20, groups=3, group_size=5)
+    async with aiohttp.ClientSession() as session:
+        await create_groups(stack, session, traffic)
+    result = LoadResult()
+    task = asyncio.create_task(run_load(stack, traffic, rate=RATE, duration_s=duration_s,
+                                        result=result))
+    return traffic, result, task
 
 
 @pytest.fixture(scope="module")

@@ -7,45 +7,17 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-import uuid
-from typing import Any
 
-import aiohttp
-import orjson
 import redis.asyncio as aioredis
 
-from tests.faults.conftest import service
+from tests.faults.conftest import CATCH_UP_S, report, service, start_load
 from tests.support.load import (
     Audit,
     LoadResult,
-    Traffic,
     await_clean_audit,
-    create_groups,
-    run_load,
     whole_inboxes,
 )
 from tests.support.stack import Stack, run_cli, wait_for, wait_web_ready
-
-RATE = 150.0  # msg/s offered in total, steady, from 46 senders
-CATCH_UP_S = 180.0
-
-
-def report(fault: str, result: LoadResult, final: Audit, catch_up_s: float, **extra: Any) -> None:
-    line = {"fault": fault, **final.as_dict(), "attempts": result.attempts,
-            "retries": result.retries, "errors": dict(result.errors),
-            "catch_up_s": round(catch_up_s, 1), **extra}
-    print("FAULT-REPORT " + orjson.dumps(line).decode())
-
-
-async def start_load(stack: Stack, duration_s: float) -> tuple[Traffic, LoadResult,
-                                                              asyncio.Task[LoadResult]]:
-    traffic = Traffic.build(uuid.uuid4().hex[:6], pairs=20, groups=3, group_size=5)
-    async with aiohttp.ClientSession() as session:
-        await create_groups(stack, session, traffic)
-    result = LoadResult()
-    task = asyncio.create_task(run_load(stack, traffic, rate=RATE, duration_s=duration_s,
-                                        result=result))
-    return traffic, result, task
 
 
 async def test_kill_9_each_agent_in_turn_mid_load(fault_stack: Stack) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import orjson
 import redis.asyncio as aioredis
 
 from app.models import direct_conversation
@@ -240,3 +241,88 @@ async def whole_inboxes(settings: Settings,
         return result
     finally:
         await redis.aclose()
+
+
+def sequenced_messages(value: bytes) -> list[dict[str, Any]]:
+    """The messages (membership changes included) that one `imflow.messages` record
+    carries. Today a record is one `{"v", "kind", "fanout", "message", "recipients"}`; a
+    record that batches many messages only needs a branch here."""
+    record = orjson.loads(value)
+    return [record["message"]]
+
+
+@dataclass
+class SequencedAudit:
+    """What `imflow.messages` itself holds for the traffic's conversations: the sinks'
+    audit cannot tell a seq given twice (a sink keeps the first) from a clean run."""
+
+    records: int  # messages read in the traffic's conversations
+    seqs_reused: int  # (conversation, seq) pairs held by two or more message ids
+    seq_gaps: int  # seqs missing from 1..max of a conversation
+    acked_missing: int  # acked message ids that were never sequenced
+    acked_twice: int  # acked message ids sequenced under two or more seqs
+
+    @property
+    def clean(self) -> bool:
+        return not (self.seqs_reused or self.seq_gaps or self.acked_missing
+                    or self.acked_twice)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+async def audit_sequenced(settings: Settings, traffic: Traffic,
+                          result: LoadResult) -> SequencedAudit:
+    """Read the whole messages topic up to its end offsets of now (committed records only:
+    a transactional sequencer's aborted writes must not count) and audit its seqs."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    topic = settings.topic_messages
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    tps = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+    # No group and "earliest": each partition starts at its beginning (seek_to_beginning
+    # right after assign raced with the default "latest" reset and started at the end).
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="earliest",
+                                isolation_level="read_committed")
+    await consumer.start()
+    ids_at: dict[tuple[str, int], set[str]] = defaultdict(set)  # (cid, seq) -> ids
+    seqs_of: dict[str, set[int]] = defaultdict(set)  # message id -> seqs
+    records = 0
+    try:
+        consumer.assign(tps)
+        end = await consumer.end_offsets(tps)
+        deadline = time.monotonic() + 120
+        while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
+            assert time.monotonic() < deadline, f"could not read {topic} up to {end}"
+            batches = await consumer.getmany(*tps, timeout_ms=1000)
+            for tp, batch in batches.items():
+                for rec in batch:
+                    if rec.offset >= end[tp] or rec.value is None:
+                        continue
+                    for m in sequenced_messages(rec.value):
+                        cid = m["conversation_id"]
+                        if cid in traffic.conversations:
+                            records += 1
+                            ids_at[(cid, m["seq"])].add(m["message_id"])
+                            seqs_of[m["message_id"]].add(m["seq"])
+    finally:
+        await consumer.stop()
+    max_seq: dict[str, int] = defaultdict(int)
+    for cid, seq in ids_at:
+        max_seq[cid] = max(max_seq[cid], seq)
+    gaps = sum(1 for cid, top in max_seq.items() for seq in range(1, top + 1)
+               if (cid, seq) not in ids_at)
+    return SequencedAudit(
+        records=records,
+        seqs_reused=sum(1 for ids in ids_at.values() if len(ids) > 1),
+        seq_gaps=gaps,
+        acked_missing=sum(1 for mid in result.acked if mid not in seqs_of),
+        acked_twice=sum(1 for mid in result.acked if len(seqs_of.get(mid, ())) > 1),
+    )

@@ -108,9 +108,19 @@ class Stack:
         self.processes[name] = proc
         return proc
 
-    def start_agent(self, agent: str) -> Process:
-        return self.start(agent, *FAUST_WORKER, f"agents.{agent}", "worker", "--without-web",
-                          "-l", "info")
+    def start_agent(self, agent: str, name: str | None = None,
+                    env: dict[str, str] | None = None) -> Process:
+        """A worker of `agent`, as process `name` (default: the agent's name).
+
+        A process of another name (a second "sequencer-2") is another member of the same
+        consumer group, with its own Faust data dir: a RocksDB store (the sequencer's)
+        cannot be opened by two processes at once.
+        """
+        name = name or agent
+        extra = {} if name == agent else {
+            "IMFLOW_FAUST_DATA_DIR": str(self.workdir / f"faust-{name}")}
+        return self.start(name, *FAUST_WORKER, f"agents.{agent}", "worker", "--without-web",
+                          "-l", "info", env={**extra, **(env or {})})
 
     def start_web(self, name: str, port: int, env: dict[str, str] | None = None) -> Process:
         """A web process; the first ones started form `web_urls` (0, 1, ...)."""
