@@ -46,7 +46,6 @@ def create_faust_app(name: str, settings: Settings | None = None) -> faust.App:
     app = faust.App(
         f"{s.app_prefix}-{name}",
         broker=[f"kafka://{host}" for host in s.kafka_bootstrap.split(",")],
-        store=s.faust_store,
         datadir=str(datadir),
         topic_partitions=s.partitions,
         topic_replication_factor=s.replication_factor,
@@ -55,7 +54,7 @@ def create_faust_app(name: str, settings: Settings | None = None) -> faust.App:
         consumer_auto_offset_reset="earliest",
         broker_commit_every=1000,
         broker_session_timeout=s.agent_session_timeout_s,
-        broker_heartbeat_interval=min(3.0, s.agent_session_timeout_s / 4),
+        broker_heartbeat_interval=s.agent_heartbeat_interval_s,
         broker_rebalance_timeout=2 * s.agent_session_timeout_s,
         broker_commit_interval=0.5,
         stream_wait_empty=False,
@@ -119,6 +118,22 @@ class HistoryService(mode.Service):
             await self._store.close()
 
 
+def dead_letter_value(msg: Any, reason: str) -> bytes:
+    """The dead-letter record of a rejected input: the reason, where it was, and its value."""
+    value: bytes = msg.value if isinstance(msg.value, bytes) else bytes(msg.value or b"")
+    record = {
+        "reason": reason,
+        "topic": msg.topic,
+        "partition": msg.partition,
+        "offset": msg.offset,
+        "key": msg.key.decode("utf-8", "replace") if isinstance(msg.key, bytes) else None,
+        "value": value.decode("utf-8", "replace"),
+        "value_b64": base64.b64encode(value).decode(),
+    }
+    log.warning("dead-letter %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, reason)
+    return orjson.dumps(record)
+
+
 class DeadLetters:
     """Writes one record per rejected input to the dead-letter topic, with the reason."""
 
@@ -127,18 +142,7 @@ class DeadLetters:
 
     async def send(self, event: EventT, reason: str) -> None:
         msg = event.message
-        value: bytes = msg.value if isinstance(msg.value, bytes) else bytes(msg.value or b"")
-        record = {
-            "reason": reason,
-            "topic": msg.topic,
-            "partition": msg.partition,
-            "offset": msg.offset,
-            "key": msg.key.decode("utf-8", "replace") if isinstance(msg.key, bytes) else None,
-            "value": value.decode("utf-8", "replace"),
-            "value_b64": base64.b64encode(value).decode(),
-        }
-        log.warning("dead-letter %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, reason)
-        fut = await self._topic.send(key=msg.key, value=orjson.dumps(record))
+        fut = await self._topic.send(key=msg.key, value=dead_letter_value(msg, reason))
         await fut  # acked before the bad record's offset can be committed
 
 

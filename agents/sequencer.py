@@ -1,113 +1,458 @@
 """Sequencer agent: `imflow.inbound` -> `imflow.messages`, one order per conversation.
 
-Run: `faust -L uvloop -A agents.sequencer worker --without-web`. See agents/sequencing.py for the
-decisions and the crash-safety argument, tables/sequencer_state.py for the state.
+Run: `faust -L uvloop -A agents.sequencer worker --without-web`. agents/sequencing.py
+holds the decisions; tables/ the state (local RocksDB + changelogs).
+
+Each inbound partition is sequenced under a Kafka transaction of its own
+(`transactional_id = <app id>-p<partition>`): a batch's sequenced records, its state
+changes (both changelogs), its dead letters and its consumer offset are committed
+together or not at all. That makes three things true at once:
+- **Fencing.** A process that takes a partition over starts that partition's producer,
+  which bumps the transactional id's epoch: from then on the previous owner (paused, or
+  not yet aware of the rebalance) can commit nothing, so no reader (sinks and `replay`
+  read committed records only) and no later recovery sees its writes.
+- **No loss, no reuse of a seq.** The new owner reads the changelog to its committed
+  end before it sequences, so it starts from exactly the state that matches the
+  committed outputs and offsets; a record at or below the stored position is skipped.
+- **Events fetched before a rebalance are dropped** (they carry the consumer generation
+  they were fetched in): Faust seeks every assigned partition to its committed offset
+  after a rebalance, so they come again, in order, after the state is caught up.
+The agent never acks events to Faust: its offsets are committed only inside the
+transactions.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import defaultdict
 from collections.abc import Sequence
-from functools import partial
+from pathlib import Path
 from typing import Any
 
-from aiokafka.errors import KafkaError
-from faust.types import EventT
+import faust
+import mode
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
+from faust.types import TP, EventT
 
-from agents.base import DeadLetters, EventBatches, create_faust_app, retry_forever, topic
+from agents.base import EventBatches, create_faust_app, dead_letter_value, topic
 from agents.sequencing import decide
-from app.errors import RecordError, StoreUnavailable
-from app.models import SequencedRecord, parse_inbound
-from app.settings import get_settings
-from tables.sequencer_state import create_state_table, prune_dedup
+from app.errors import RecordError
+from app.models import parse_inbound
+from app.settings import Settings, get_settings
+from app.stores.kafka import ensure_topics
+from tables.changelog import ChangelogFollower
+from tables.sequencer_state import Changes, LocalState, dedup_record, state_records
 
 log = logging.getLogger(__name__)
 
-settings = get_settings()
-app = create_faust_app("sequencer", settings)
-state = create_state_table(app, settings)
-inbound_topic = topic(app, settings.topic_inbound)
-dead_letters = DeadLetters(app, settings)
+FENCED = (ProducerFenced, InvalidProducerEpoch)
+PRUNE_CHUNK = 10_000
+RETRY_MAX_S = 5.0
 
 
-StateWrites = list[tuple[int, str, Any]]  # (changelog partition, key, value)
-Outputs = list[tuple[SequencedRecord, int]]  # (record, partition)
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
-async def _send(outputs: Outputs, writes: StateWrites) -> None:
-    """Send sequenced records and state writes together; return once Kafka acked all."""
-    try:
-        producer = app.producer  # straight to the producer: Topic.send's per-record overhead
-        # A record goes to its inbound partition: the key's default partition for records
-        # the ingress wrote, and one partition per conversation in any case.
-        futures = [
-            await producer.send(settings.topic_messages, out.message.conversation_id.encode(),
-                                out.model_dump_json().encode(), partition, None, None)
-            for out, partition in outputs
-        ]
-        changelog = await state.send_writes(producer, writes)
-        acked = await asyncio.gather(*futures, *changelog)
-        state.mark_persisted(acked[len(futures):])
-    except KafkaError as exc:
-        raise StoreUnavailable(f"producing to {settings.topic_messages}: {exc!r}") from exc
+class Fenced(Exception):
+    """Another producer of this partition's transactional id took over."""
 
 
-async def decide_batch(events: Sequence[EventT]) -> tuple[Outputs, StateWrites]:
-    """The batch's outputs and state writes, decided against the in-memory state."""
-    overlay: dict[str, Any] = {}
-    writes: StateWrites = []
-    outputs: Outputs = []
+class PartitionSequencer:
+    """Sequences one inbound partition while this process owns it."""
 
-    def get(key: str) -> Any:
-        return overlay[key] if key in overlay else state.get(key)
+    def __init__(self, partition: int, owner: Sequencer) -> None:
+        self.partition = partition
+        self._owner = owner
+        self._producer: AIOKafkaProducer | None = None
+        self.generation = -1  # the consumer generation this partition is ready for
+        self._ready = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self.transactional_id = f"{owner.app.conf.id}-p{partition}"
 
-    for event in events:
-        msg = event.message
+    # -- ownership
+
+    async def take_over(self, generation: int) -> None:
+        """Fence every earlier producer of this partition, catch the local state up to the
+        committed changelog, then accept the generation's events."""
+        async with self._lock:
+            self._ready.clear()
+            began = time.monotonic()
+            if not await self._fence_and_catch_up(generation):
+                return  # a newer rebalance took over
+            self.generation = generation
+            self._ready.set()
+            log.info("partition %d ready for generation %d in %.2fs (position %d)",
+                     self.partition, generation, time.monotonic() - began,
+                     self._owner.store.position(self.partition))
+
+    @property
+    def holds_producer(self) -> bool:
+        return self._producer is not None
+
+    def revoke(self) -> None:
+        """Stop accepting events (a transaction under way still finishes)."""
+        self.generation = -1
+        self._ready.clear()
+
+    async def release(self) -> None:
+        """The partition went elsewhere: close its producer once its last batch is done."""
+        self.revoke()
+        async with self._lock:
+            await self._close_producer()
+
+    def _current(self, generation: int) -> bool:
+        """Whether the consumer is still in `generation` (a rebalance changes it)."""
+        return self._owner.app.consumer_generation_id == generation
+
+    async def _fence_and_catch_up(self, generation: int) -> bool:
+        """Start a new producer (the fence) and catch up; False if the consumer left
+        `generation` meanwhile (then fencing would take the partition from its new owner)."""
+        delay = 0.2
+        while self._current(generation):
+            try:
+                await self._close_producer()
+                self._producer = await self._owner.new_producer(self.transactional_id)
+                took = await self._owner.follower.catch_up(self.partition)
+                log.debug("partition %d caught up in %.2fs", self.partition, took)
+                return True
+            except (KafkaError, TimeoutError, OSError) as exc:
+                log.warning("partition %d: fencing/catch-up failed (%r); retrying in %.1fs",
+                            self.partition, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, RETRY_MAX_S)
+        return False
+
+    async def _close_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                await asyncio.wait_for(producer.stop(), self._owner.settings
+                                       .sequencer_request_timeout_s)
+            except (KafkaError, TimeoutError, OSError) as exc:
+                log.warning("partition %d: closing its producer: %r", self.partition, exc)
+
+    async def _ready_for(self, generation: int) -> bool:
+        while not (self._ready.is_set() and self.generation == generation):
+            if not self._current(generation):
+                return False
+            try:
+                await asyncio.wait_for(self._ready.wait(), 0.5)
+            except TimeoutError:
+                pass
+        return True
+
+    # -- sequencing
+
+    async def sequence(self, events: Sequence[EventT], generation: int) -> None:
+        """Sequence a batch of this partition's events fetched in `generation`.
+
+        After a failed transaction the partition is fenced again (which also aborts the
+        failed one) and caught up, and the batch is decided again from the state that
+        Kafka committed; what the failed transaction did commit is skipped by position.
+        Before re-fencing, it waits for a heartbeat or two: a process paused past its
+        session timeout must learn that it lost the partition before it can fence the
+        process that took it over.
+        """
+        if not await self._ready_for(generation):
+            return
+        settings = self._owner.settings
+        delay = max(0.2, settings.agent_heartbeat_interval_s)
+        async with self._lock:
+            while self.generation == generation:
+                try:
+                    await self._transact(events)
+                    return
+                except Fenced as exc:
+                    log.warning("partition %d fenced (%s); waiting for the rebalance",
+                                self.partition, exc)
+                    wait = 2 * settings.agent_session_timeout_s
+                except (KafkaError, TimeoutError, OSError) as exc:
+                    log.warning("partition %d: transaction failed (%r); fencing again, "
+                                "catching up and retrying in %.1fs", self.partition, exc,
+                                delay)
+                    wait, delay = delay, min(2 * delay, RETRY_MAX_S)
+                if await self._revoked_within(wait, generation):
+                    return
+                await self._fence_and_catch_up(generation)
+
+    async def _revoked_within(self, seconds: float, generation: int) -> bool:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.generation != generation or not self._current(generation):
+                return True
+            await asyncio.sleep(0.1)
+        return False
+
+    async def _in_order(self, events: Sequence[EventT], position: int) -> list[EventT]:
+        """The events that continue the log right after `position`, in order.
+
+        A record at or below the position was applied already. A record past a gap is
+        applied only once Kafka confirms the gap (no committed record in between, e.g. an
+        outside producer's transaction markers): a record fetched from a stale position
+        around a rebalance, ahead of the committed offset, must not move the position
+        past records that were never sequenced (the loss this design ends). Then the
+        consumer is rewound to the record after the position, and the rest waits for it.
+        """
+        expected, accepted = position + 1, []
+        for event in events:
+            offset = event.message.offset
+            if offset < expected:
+                continue  # applied already, or a second copy of one in this batch
+            if offset > expected and await self._owner.first_offset(
+                    self.partition, expected) != offset:
+                log.warning("partition %d: record %d arrived where %d was due; rewinding",
+                            self.partition, offset, expected)
+                await self._owner.app.consumer.seek(
+                    TP(self._owner.settings.topic_inbound, self.partition), expected)
+                break
+            accepted.append(event)
+            expected = offset + 1
+        return accepted
+
+    async def _transact(self, events: Sequence[EventT]) -> None:
+        owner, settings, p = self._owner, self._owner.settings, self.partition
+        store = owner.store
+        position = store.position(p)
+        fresh = await self._in_order(events, position)
+        if not fresh:
+            return
+        changes = Changes(position=fresh[-1].message.offset)
+        view = changes.over(store.view(p))
+        outputs: list[tuple[bytes, bytes]] = []
+        dead: list[tuple[bytes | None, bytes]] = []
+        for event in fresh:
+            msg = event.message
+            try:
+                record = parse_inbound(msg.value, max_body_bytes=settings.max_body_bytes)
+            except RecordError as exc:
+                dead.append((msg.key, dead_letter_value(msg, exc.reason)))
+                continue
+            decision = decide(record, record_ts=int(msg.timestamp * 1000), state=view,
+                              read_threshold=settings.read_fanout_threshold)
+            if decision.status == "rejected":
+                dead.append((msg.key, dead_letter_value(msg, decision.reason)))
+            elif decision.output is not None:
+                decision.record_in(changes)
+                out = decision.output
+                outputs.append((out.message.conversation_id.encode(),
+                                out.model_dump_json().encode()))
+        producer = self._producer
+        if producer is None:
+            raise KafkaError("no producer")
+        offsets = {TopicPartition(settings.topic_inbound, p): changes.position + 1}
+        sent: list[asyncio.Future[Any]] = []
+        dead_sent: list[asyncio.Future[Any]] = []
         try:
-            record = parse_inbound(msg.value, max_body_bytes=settings.max_body_bytes)
-        except RecordError as exc:
-            await dead_letters.send(event, exc.reason)
-            continue
-        decision = decide(record, partition=msg.partition, offset=msg.offset,
-                          record_ts=int(msg.timestamp * 1000), get=get,
-                          read_threshold=settings.read_fanout_threshold)
-        if decision.status == "rejected":
-            await dead_letters.send(event, decision.reason)  # acked before the state write
-        if decision.output is not None:
-            outputs.append((decision.output, msg.partition))
-        for key, value in decision.writes:
-            overlay[key] = value
-            writes.append((msg.partition, key, value))
-    return outputs, writes
+            async with asyncio.timeout(settings.sequencer_request_timeout_s):
+                await producer.begin_transaction()
+                for key, value in outputs:
+                    sent.append(await producer.send(settings.topic_messages, value, key, p))
+                n_outputs = len(sent)
+                for state_key, state_value in state_records(changes):
+                    sent.append(await producer.send(owner.follower.state_topic, state_value,
+                                                    state_key, p))
+                dedup = dedup_record(changes)
+                if dedup is not None:
+                    sent.append(await producer.send(owner.follower.dedup_topic, dedup, None, p))
+                for dead_key, dead_value in dead:
+                    dead_sent.append(await producer.send(settings.topic_dead_letter, dead_value,
+                                                         dead_key))
+                await producer.send_offsets_to_transaction(offsets, owner.app.conf.id)
+                await producer.commit_transaction()
+                metas = await asyncio.gather(*sent)
+        except BaseException as exc:
+            for future in sent + dead_sent:  # they fail with the transaction; unawaited
+                future.add_done_callback(_retrieve)
+            if isinstance(exc, FENCED):
+                raise Fenced(repr(exc)) from exc
+            raise
+        state_metas = metas[n_outputs:len(metas) - (dedup is not None)]
+        dedup_offset = metas[-1].offset if dedup is not None else None
+        store.commit(p, changes, state_offset=max(m.offset for m in state_metas),
+                     dedup_offset=dedup_offset)
+        owner.sequenced += len(outputs)
 
 
-@app.agent(inbound_topic)
-async def sequence(stream: Any) -> None:
-    """One Kafka round trip per batch under load: batch N's outputs go out together with
-    batch N-1's state writes. Rule 1 holds (N-1's outputs were acked in the previous
-    round), and a batch's offsets are acked only once its state writes are acked. When
-    no batch is waiting, the state goes out at once, so it never lingers unsent."""
-    batches = EventBatches(stream, settings.agent_batch_max, settings.agent_batch_linger_s)
-    unsent: StateWrites = []  # the previous batch's writes, applied in memory only
-    unacked: list[EventT] = []  # its events
-    async for events in batches:
-        outputs, writes = await decide_batch(events)
-        # A retry resends the same records (same seqs); the sinks are idempotent.
-        await retry_forever("publish sequenced batch", partial(_send, outputs, unsent))
-        await batches.ack(unacked)
-        state.apply(writes)
-        unsent, unacked = writes, list(events)
-        if not batches.waiting():
-            await retry_forever("write sequencer state", partial(_send, [], unsent))
-            await batches.ack(unacked)
-            unsent, unacked = [], []
+class Sequencer(mode.Service):
+    """The sequencer's partitions, their local state and the changelog follower."""
+
+    def __init__(self, app: faust.App, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.app = app
+        self.settings = settings
+        self._partitions: dict[int, PartitionSequencer] = {}
+        self._store: LocalState | None = None
+        self._follower: ChangelogFollower | None = None
+        self._rebalance: asyncio.Task[None] | None = None
+        self._probe: AIOKafkaConsumer | None = None
+        self._probe_lock = asyncio.Lock()
+        self.sequenced = 0
+        # mode's signal types want a receiver of any arguments; these take Faust's.
+        app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+        app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
+
+    @property
+    def store(self) -> LocalState:
+        assert self._store is not None, "Sequencer not started"
+        return self._store
+
+    @property
+    def follower(self) -> ChangelogFollower:
+        assert self._follower is not None, "Sequencer not started"
+        return self._follower
+
+    async def on_start(self) -> None:
+        await ensure_topics(self.settings)
+        path = Path(self.settings.faust_data_dir) / f"{self.app.conf.id}-state"
+        self._store = LocalState(path)
+        self._follower = ChangelogFollower(self.settings, self._store)
+        await self._follower.start()
+        self._probe = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap,
+                                       enable_auto_commit=False,
+                                       isolation_level="read_committed",
+                                       client_id=f"{self.app.conf.id}-gap-probe")
+        await self._probe.start()
+
+    async def on_stop(self) -> None:
+        if self._rebalance is not None:
+            self._rebalance.cancel()
+        await asyncio.gather(*(ps.release() for ps in self._partitions.values()),
+                             return_exceptions=True)
+        if self._follower is not None:
+            await self._follower.stop()
+        if self._probe is not None:
+            await self._probe.stop()
+        if self._store is not None:
+            self._store.close()
+
+    async def first_offset(self, partition: int, offset: int) -> int:
+        """The offset of the first committed inbound record at or after `offset` (the
+        rare check of a gap in the offsets a partition's events arrive with)."""
+        assert self._probe is not None, "Sequencer not started"
+        tp = TopicPartition(self.settings.topic_inbound, partition)
+        async with self._probe_lock, asyncio.timeout(self.settings.sequencer_request_timeout_s):
+            self._probe.assign([tp])
+            self._probe.seek(tp, offset)
+            while True:
+                batches = await self._probe.getmany(tp, timeout_ms=500, max_records=1)
+                if batches.get(tp):
+                    return int(batches[tp][0].offset)
+
+    async def new_producer(self, transactional_id: str) -> AIOKafkaProducer:
+        """A started transactional producer; once it has its producer id, every earlier
+        producer with the same transactional id is fenced."""
+        s = self.settings
+        producer = AIOKafkaProducer(
+            bootstrap_servers=s.kafka_bootstrap,
+            transactional_id=transactional_id,
+            transaction_timeout_ms=int(s.sequencer_transaction_timeout_s * 1000),
+            request_timeout_ms=int(s.sequencer_request_timeout_s * 1000),
+            max_batch_size=512 * 1024,
+            linger_ms=0,
+            client_id=transactional_id,
+        )
+        try:
+            async with asyncio.timeout(s.sequencer_request_timeout_s):
+                await producer.start()
+                await producer.begin_transaction()  # waits for the producer id: the fence
+                await producer.abort_transaction()
+        except BaseException:
+            await producer.stop()
+            raise
+        return producer
+
+    def _partition(self, partition: int) -> PartitionSequencer:
+        if partition not in self._partitions:
+            self._partitions[partition] = PartitionSequencer(partition, self)
+        return self._partitions[partition]
+
+    def _inbound(self, tps: set[TP]) -> set[int]:
+        return {tp.partition for tp in tps if tp.topic == self.settings.topic_inbound}
+
+    async def _on_revoked(self, sender: Any, revoked: set[TP], **kwargs: Any) -> None:
+        for p in self._inbound(revoked):
+            self._partition(p).revoke()
+
+    async def _on_assigned(self, sender: Any, assigned: set[TP], **kwargs: Any) -> None:
+        generation = self.app.consumer_generation_id
+        if self._rebalance is not None and not self._rebalance.done():
+            self._rebalance.cancel()
+        self._rebalance = asyncio.create_task(
+            self._take_over(generation, self._inbound(assigned)), name="imflow-take-over")
+
+    async def _take_over(self, generation: int, mine: set[int]) -> None:
+        """Every partition assigned in a new generation is fenced and caught up again: in
+        between, another process may have owned it (a pause past the session timeout)."""
+        began, delay = time.monotonic(), 0.2
+        while self.app.consumer_generation_id == generation:
+            try:
+                for p, ps in list(self._partitions.items()):
+                    if p not in mine and ps.holds_producer:
+                        await ps.release()
+                self.follower.follow((await self.follower.partitions()) - mine)
+                await asyncio.gather(*(self._partition(p).take_over(generation)
+                                       for p in sorted(mine)))
+                log.info("generation %d: sequencing partitions %s (ready in %.2fs), standby "
+                         "for the others", generation, sorted(mine), time.monotonic() - began)
+                return
+            except (KafkaError, OSError, TimeoutError, ValueError) as exc:
+                log.warning("generation %d: taking partitions over failed (%r); retrying in "
+                            "%.1fs", generation, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, RETRY_MAX_S)
+            except Exception as exc:
+                await self.crash(exc)
+                raise
+
+    async def process(self, events: Sequence[EventT]) -> None:
+        generation = self.app.consumer_generation_id
+        by_partition: dict[int, list[EventT]] = defaultdict(list)
+        for event in events:
+            if event.message.generation_id == generation:
+                by_partition[event.message.partition].append(event)
+        await asyncio.gather(*(self._partition(p).sequence(batch, generation)
+                               for p, batch in by_partition.items()))
+
+    async def prune(self) -> int:
+        """Forget dedup ids older than the window, in every partition held locally."""
+        older_than = int((time.time() - self.settings.dedup_window_s) * 1000)
+        total = 0
+        for p in sorted(await self.follower.partitions()):
+            while True:
+                removed = self.store.prune(p, older_than_ms=older_than, limit=PRUNE_CHUNK)
+                total += removed
+                if removed < PRUNE_CHUNK:
+                    break
+                await asyncio.sleep(0)  # let batches through between chunks
+        return total
 
 
-@app.timer(interval=60.0)
-async def prune_dedup_window() -> None:
-    active = {tp.partition for tp in app.assignor.assigned_actives()
-              if tp.topic == settings.topic_inbound}
-    pruned = prune_dedup(state, window_s=settings.dedup_window_s, active=active)
-    if pruned:
-        log.info("pruned %d dedup entries older than %ss", pruned, settings.dedup_window_s)
+def create_sequencer_app(settings: Settings) -> faust.App:
+    app = create_faust_app("sequencer", settings)
+    sequencer = Sequencer(app, settings)
+    app.add_dependency(sequencer)
+    inbound = topic(app, settings.topic_inbound)
+
+    async def sequence(stream: Any) -> None:
+        batches = EventBatches(stream, settings.agent_batch_max, settings.agent_batch_linger_s)
+        async for events in batches:
+            await sequencer.process(events)
+
+    app.agent(inbound, name="sequence")(sequence)
+
+    @app.timer(interval=60.0)
+    async def prune_dedup_window() -> None:
+        pruned = await sequencer.prune()
+        if pruned:
+            log.info("pruned %d dedup ids older than %ss", pruned, settings.dedup_window_s)
+
+    app.imflow_sequencer = sequencer  # type: ignore[attr-defined]
+    return app
+
+
+app = create_sequencer_app(get_settings())

@@ -11,7 +11,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -19,6 +18,7 @@ from app.models import SequencedRecord, parse_sequenced
 from app.settings import Settings
 from app.stores.delivery import OfflineDelivery
 from app.stores.history import HistoryStore
+from app.stores.kafka import topic_partitions
 from app.stores.push import PushPublisher
 from app.stores.redis_client import create_redis
 
@@ -48,18 +48,6 @@ class ReplaySummary:
     def inbox_skipped(self) -> int:
         """Deliveries the inbox already held (duplicates skipped)."""
         return self.inbox_deliveries - self.inbox_written
-
-
-async def topic_partitions(settings: Settings, topic: str) -> set[int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        (described,) = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    if described["error_code"] != 0:
-        raise ValueError(f"topic {topic!r}: Kafka error code {described['error_code']}")
-    return {p["partition"] for p in described["partitions"]}
 
 
 async def _bounds(consumer: AIOKafkaConsumer, tps: list[TopicPartition],
@@ -94,7 +82,8 @@ async def replay(settings: Settings, sinks: Iterable[str], rng: ReplayRange, *,
     delivery = OfflineDelivery(redis, retention_s=settings.inbox_retention_s)
     publisher = PushPublisher(redis, feed_wait_s=settings.feed_wait_s)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
-                                enable_auto_commit=False, max_poll_records=batch)
+                                enable_auto_commit=False, max_poll_records=batch,
+                                isolation_level="read_committed")
     await consumer.start()
     try:
         available = await topic_partitions(settings, settings.topic_messages)

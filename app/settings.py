@@ -71,6 +71,7 @@ class Settings(BaseSettings):
         10.0, description="A worker that stops heartbeating (kill -9) loses its partitions "
         "after this long.")
     agent_batch_max: int = 500
+
     agent_fetch_max_wait_ms: int = Field(
         100, description="Longest a Kafka fetch of an agent waits for data (Faust fixes "
         "1,500 ms, which let agents lag 1.5 s behind; see agents/transport.py).")
@@ -79,7 +80,15 @@ class Settings(BaseSettings):
         "agent waits this long for a batch to grow; at a low rate it never waits. At "
         "550 msg/s (bench.breakdown, 3 runs each) 10 ms kept the sequencer's median lag at "
         "37-333 ms where 2 ms let it reach 195-1,460 ms.")
-    dedup_window_s: int = DAY_S
+    dedup_window_s: int = Field(
+        DAY_S, description="How long the sequencer remembers an accepted message id, so a "
+        "client retry within it is stored once (G2). Kept on disk (RocksDB), not in RAM.")
+    sequencer_transaction_timeout_s: float = Field(
+        20.0, description="Kafka aborts a sequencer transaction left open this long (a "
+        "paused or dead process's), so readers of imflow.messages never wait longer.")
+    sequencer_request_timeout_s: float = Field(
+        10.0, description="Longest a sequencer transaction's Kafka step may take before "
+        "the partition is fenced again and caught up from its changelog.")
     read_fanout_threshold: int = Field(
         1000, description="A group with more members than this switches to read fan-out: "
         "its messages are stored once in a group feed that members' syncs read, instead of "
@@ -90,8 +99,9 @@ class Settings(BaseSettings):
     feed_wait_s: float = Field(
         2.0, description="How long the push agent waits for the inbox agent to apply a read "
         "fan-out record before it skips that record's push (sync still delivers it).")
-    faust_store: str = "memory://"
-    faust_data_dir: str = ".var/faust"
+    faust_data_dir: str = Field(
+        ".var/faust", description="Local data of this process's agents (the sequencer's "
+        "RocksDB state); one folder per process.")
 
     def jwt_secret(self) -> str:
         """The JWT key; only the web and token minting need it, so only they ask."""
@@ -99,6 +109,21 @@ class Settings(BaseSettings):
             raise ValueError("IMFLOW_SECRET is not set (at least 32 characters); "
                              "`make .env` writes a random one for development")
         return self.secret.get_secret_value()
+
+    @property
+    def agent_heartbeat_interval_s(self) -> float:
+        """How often an agent heartbeats its consumer group (a quarter of the session)."""
+        return min(3.0, self.agent_session_timeout_s / 4)
+
+    @property
+    def sequencer_state_topic(self) -> str:
+        """The sequencer's compacted state changelog (conversations, groups, position)."""
+        return f"{self.app_prefix}-sequencer-state"
+
+    @property
+    def sequencer_dedup_topic(self) -> str:
+        """The sequencer's dedup-window changelog (time-retained, one record a batch)."""
+        return f"{self.app_prefix}-sequencer-dedup"
 
     @property
     def hbase_table_name(self) -> str:

@@ -35,7 +35,8 @@ async def sequenced_times(stack: Stack) -> dict[str, float]:
     times: dict[str, float] = {}
     consumer = AIOKafkaConsumer(stack.settings.topic_messages,
                                 bootstrap_servers=stack.settings.kafka_bootstrap,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                isolation_level="read_committed")
     await consumer.start()
     try:
         while batch := await consumer.getmany(timeout_ms=2000):

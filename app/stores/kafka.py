@@ -25,6 +25,7 @@ from app.errors import StoreUnavailable
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
+HOUR_MS = 3_600_000
 # Errors after which an idempotent producer never recovers by itself.
 PRODUCER_FATAL = (OutOfOrderSequenceNumber, UnknownProducerId, ProducerFenced,
                   InvalidProducerEpoch, ProducerClosed)
@@ -133,6 +134,19 @@ class InboundProducer:
             raise StoreUnavailable(f"Kafka metadata: {exc!r}") from exc
 
 
+async def topic_partitions(settings: Settings, topic: str) -> set[int]:
+    """A topic's partition numbers, as the brokers know them now (ValueError if unknown)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if described["error_code"] != 0:
+        raise ValueError(f"topic {topic!r}: Kafka error code {described['error_code']}")
+    return {p["partition"] for p in described["partitions"]}
+
+
 async def ensure_topics(settings: Settings) -> list[str]:
     """Create imflow's topics if missing (idempotent); returns the names created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
@@ -145,6 +159,17 @@ async def ensure_topics(settings: Settings) -> list[str]:
                  topic_configs={"retention.ms": retention_ms}),
         NewTopic(settings.topic_dead_letter, 1, settings.replication_factor,
                  topic_configs={"retention.ms": retention_ms}),
+        # The sequencer's changelogs (tables/sequencer_state.py), one partition per
+        # inbound partition: the state compacted, the dedup window kept by time, an hour
+        # longer than the window, in segments of an hour so it is dropped an hour at a time.
+        NewTopic(settings.sequencer_state_topic, settings.partitions,
+                 settings.replication_factor,
+                 topic_configs={"cleanup.policy": "compact", "segment.ms": str(HOUR_MS)}),
+        NewTopic(settings.sequencer_dedup_topic, settings.partitions,
+                 settings.replication_factor,
+                 topic_configs={"cleanup.policy": "delete",
+                                "retention.ms": str(settings.dedup_window_s * 1000 + HOUR_MS),
+                                "segment.ms": str(HOUR_MS)}),
     ]
     created: list[str] = []
     try:

@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from app.replay import topic_partitions
+from app.stores.kafka import topic_partitions
 from tests.e2e.conftest import DELIVERY_TIMEOUT_S, await_inbox
 from tests.support.client import Client
 from tests.support.stack import Stack, produce
@@ -164,7 +164,8 @@ async def test_malformed_topic_records_go_to_dead_letter_and_the_agent_keeps_goi
     }
     consumer = AIOKafkaConsumer(stack.settings.topic_dead_letter,
                                 bootstrap_servers=stack.settings.kafka_bootstrap,
-                                auto_offset_reset="latest", enable_auto_commit=False)
+                                auto_offset_reset="latest", enable_auto_commit=False,
+                                isolation_level="read_committed")
     await consumer.start()
     try:
         await consumer.seek_to_end()

@@ -1,4 +1,5 @@
-"""The sequencer's decisions, including recovery from a crash at every point (pure logic)."""
+"""The sequencer's decisions (pure logic): seqs, retries, membership, read fan-out, and
+the same log whatever the batches and aborted transactions."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from agents.sequencing import CONV, Decision, decide
+from agents.sequencing import Decision, decide
 from app.models import InboundMembers, InboundRecord, InboundSend, message_id_for
+from tables.sequencer_state import Changes, ConvState, GroupState, dedup_key
 
 
 def send(sender: str, conv: str, cmid: str, ts: int = 1000) -> InboundSend:
@@ -25,17 +27,33 @@ NEVER = 10**9  # a read fan-out threshold no test group reaches
 
 
 class Log:
-    """One inbound partition and the sequencer state it has produced."""
+    """One inbound partition and the sequencer state it has produced (a StateView)."""
 
     def __init__(self, read_threshold: int = NEVER) -> None:
-        self.state: dict[str, Any] = {}
+        self.convs: dict[str, ConvState] = {}
+        self.groups: dict[str, GroupState] = {}
+        self.ids: set[bytes] = set()
         self.read_threshold = read_threshold
 
+    def conversation(self, cid: str) -> ConvState | None:
+        return self.convs.get(cid)
+
+    def group(self, cid: str) -> GroupState | None:
+        return self.groups.get(cid)
+
+    def seen(self, event_id: str) -> bool:
+        return dedup_key(event_id) in self.ids
+
+    def commit(self, changes: Changes) -> None:
+        self.convs.update(changes.convs)
+        self.groups.update(changes.groups)
+        self.ids.update(changes.seen)
+
     def apply(self, record: InboundRecord, offset: int) -> Decision:
-        decision = decide(record, partition=0, offset=offset, record_ts=0, get=self.state.get,
-                          read_threshold=self.read_threshold)
-        for key, value in decision.writes:
-            self.state[key] = value
+        decision = decide(record, record_ts=0, state=self, read_threshold=self.read_threshold)
+        changes = Changes(position=offset)
+        decision.record_in(changes)
+        self.commit(changes)
         return decision
 
 
@@ -120,103 +138,56 @@ def _workload(rng: random.Random, n: int) -> list[InboundRecord]:
             conv = rng.choice(["u:alice:bob", "u:bob:carol", "g:g1", "g:g1"])
             records.append(send(sender, conv, f"m{i}", ts=1000 + i))
             sent.append(records[-1])  # type: ignore[arg-type]
-    # carol joins at a random point, so a group with a threshold of 2 switches mid-log.
-    records.insert(rng.randint(1, n // 2), members("alice", "g:g1", "add", ["carol"], "join"))
+    # bob and carol are in at a random point, so a group with a threshold of 2 switches
+    # mid-log.
+    records.insert(rng.randint(1, n // 2),
+                   members("alice", "g:g1", "add", ["bob", "carol"], "join"))
     return records
 
 
-def _run(records: list[InboundRecord], state: dict[str, Any], start: int,
-         outputs: dict[tuple[str, int], Any], flush: int | None = None,
-         threshold: int = NEVER) -> None:
-    """Process records[start:]; with `flush`, only the first `flush` state writes persist."""
-    writes: list[tuple[str, Any]] = []
-    view = dict(state)
-    for offset in range(start, len(records)):
-        d = decide(records[offset], partition=0, offset=offset, record_ts=0, get=view.get,
-                   read_threshold=threshold)
-        if d.output is not None:
-            key = (d.output.message.conversation_id, d.output.message.seq)
-            previous = outputs.setdefault(key, d.output)
-            assert previous == d.output, f"two different records at {key}"
-        for k, v in d.writes:
-            view[k] = v
-            writes.append((k, v))
-    for k, v in writes[:flush]:
-        state[k] = v
+def _batch(log: Log, records: list[InboundRecord], start: int) -> tuple[list[Any], Changes]:
+    """Decide records as the agent decides one batch: each on the batch's own changes."""
+    changes = Changes(position=start + len(records) - 1)
+    view = changes.over(log)
+    outputs = []
+    for record in records:
+        decision = decide(record, record_ts=0, state=view, read_threshold=log.read_threshold)
+        decision.record_in(changes)
+        if decision.output is not None:
+            outputs.append(decision.output)
+    return outputs, changes
 
 
 @pytest.mark.parametrize("threshold", [NEVER, 2], ids=["write-fanout", "read-fanout-at-3"])
 @pytest.mark.parametrize("seed", range(6))
-def test_recovery_from_a_crash_after_any_prefix_of_state_writes(seed: int,
-                                                                threshold: int) -> None:
-    """Every crash point, every committed offset before it, every flushed prefix of the
-    state writes (outputs are acked first): the restarted worker must emit exactly what a
-    run without a crash emits. No (conv, seq) may get two different records, no seq may be
-    skipped, every accepted record must be emitted. With threshold 2 the group switches to
-    read fan-out when carol first joins, so the switch is crashed at too."""
-    records = _workload(random.Random(seed), 20)
-    clean: dict[tuple[str, int], Any] = {}
-    _run(records, {}, 0, clean, threshold=threshold)
+def test_batches_of_any_size_and_aborted_batches_give_the_same_log(seed: int,
+                                                                   threshold: int) -> None:
+    """The agent commits a batch's outputs and state changes in one transaction; an
+    aborted transaction is decided again from the state before it. Whatever the batch
+    sizes and wherever transactions abort, the log must be the one a record-at-a-time run
+    gives: the same record at every (conversation, seq), no seq skipped or given twice.
+    With threshold 2 the group switches to read fan-out when carol first joins."""
+    rng = random.Random(seed)
+    records = _workload(rng, 40)
+    one_at_a_time = Log(threshold)
+    expected = [d.output for i, r in enumerate(records)
+                if (d := one_at_a_time.apply(r, i)).output is not None]
     if threshold != NEVER:
-        assert any(r.fanout == "read" for r in clean.values()), "the workload never switched"
-
-    for crash_at in range(1, len(records) + 1):
-        for committed in range(crash_at + 1):
-            state: dict[str, Any] = {}
-            outputs: dict[tuple[str, int], Any] = {}
-            _run(records[:committed], state, 0, outputs, threshold=threshold)
-            n_writes = _count_writes(records[:crash_at], state, committed, threshold)
-            for flushed in range(n_writes + 1):
-                state_after_crash, outs = dict(state), dict(outputs)
-                _run(records[:crash_at], state_after_crash, committed, outs, flush=flushed,
-                     threshold=threshold)
-                _run(records, state_after_crash, committed, outs, threshold=threshold)
-                assert outs == clean, (crash_at, committed, flushed)
-
-
-def _count_writes(records: list[InboundRecord], state: dict[str, Any], start: int,
-                  threshold: int = NEVER) -> int:
-    count, view = 0, dict(state)
-    for offset in range(start, len(records)):
-        d = decide(records[offset], partition=0, offset=offset, record_ts=0, get=view.get,
-                   read_threshold=threshold)
-        for k, v in d.writes:
-            view[k] = v
-            count += 1
-    return count
-
-
-def test_repair_when_dedup_entry_was_flushed_but_conversation_entry_was_not() -> None:
-    log = Log()
-    record = send("alice", "u:alice:bob", "x")
-    d = decide(record, partition=0, offset=7, record_ts=0, get=log.state.get,
-               read_threshold=NEVER)
-    dedup_key, dedup_value = d.writes[0]
-    log.state[dedup_key] = dedup_value  # the crash kept only the dedup write
-    again = log.apply(record, 7)
-    assert again.status == "repaired" and again.output is None
-    assert log.state[CONV + "u:alice:bob"]["seq"] == 1
-
-
-def test_a_rejection_is_not_rejudged_against_a_later_membership_after_a_crash() -> None:
-    """bob is removed, sends (rejected), is added back; the crash kept only the add's
-    membership write. Re-reading bob's send must reject it again, not give it a seq."""
-    records: list[InboundRecord] = [
-        members("alice", "g:team", "create", ["bob"], "e0"),
-        members("alice", "g:team", "remove", ["bob"], "e1"),
-        send("bob", "g:team", "while-removed"),
-        members("alice", "g:team", "add", ["bob"], "e3"),
-    ]
-    clean: dict[tuple[str, int], Any] = {}
-    _run(records, {}, 0, clean)
-    state: dict[str, Any] = {}
-    outputs: dict[tuple[str, int], Any] = {}
-    _run(records[:2], state, 0, outputs)  # committed: offsets 0 and 1
-    n_writes = _count_writes(records, state, 2)
-    _run(records, state, 2, outputs, flush=n_writes - 2)  # the add's dedup+conv writes lost
-    _run(records, state, 2, outputs)
-    assert outputs == clean
-    assert [r.message.client_msg_id for r in clean.values()] == ["e0", "e1", "e3"]
+        assert any(r.fanout == "read" for r in expected), "the workload never switched"
+    log, got, start = Log(threshold), [], 0
+    while start < len(records):
+        size = rng.randint(1, 8)
+        outputs, changes = _batch(log, records[start:start + size], start)
+        if rng.random() < 0.3:  # the transaction aborted: the same batch is decided again
+            again, changes = _batch(log, records[start:start + size], start)
+            assert again == outputs
+        log.commit(changes)
+        got += outputs
+        start += size
+    assert got == expected
+    for cid in {o.message.conversation_id for o in expected}:
+        seqs = [o.message.seq for o in expected if o.message.conversation_id == cid]
+        assert seqs == list(range(1, len(seqs) + 1))
 
 
 def test_a_group_switches_to_read_fanout_past_the_threshold_and_stays_switched() -> None:

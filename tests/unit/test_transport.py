@@ -1,4 +1,5 @@
-"""The agents' Kafka consumer gets the fetch wait from settings, not Faust's fixed 1.5 s."""
+"""The agents' Kafka consumer gets the fetch wait from settings, not Faust's fixed 1.5 s,
+and reads committed records only (the sequencer writes in transactions)."""
 
 from __future__ import annotations
 
@@ -18,3 +19,4 @@ async def test_agent_consumers_use_the_configured_fetch_wait(tmp_path: Path) -> 
     assert isinstance(thread, ShortFetchConsumerThread)
     consumer = thread._create_worker_consumer(app.transport)
     assert consumer._fetch_max_wait_ms == 77
+    assert consumer._isolation_level == "read_committed"
