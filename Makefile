@@ -5,7 +5,7 @@ VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install services init run test test-faults test-read-fanout lint unit stop status bench
+.PHONY: install services init run test test-faults test-read-fanout lint unit stop status bench soak
 
 install:  ## apt packages, the .venv and the Kafka/HBase jars (idempotent)
 	bash scripts/install.sh
@@ -40,6 +40,10 @@ test-read-fanout: services ## tests/e2e again with every group of 3+ members on 
 
 test-faults: services ## kills agents, web, Kafka, HBase under load; prints FAULT-REPORT lines
 	$(BIN)/pytest tests/faults -rP
+
+soak: services ## the sequencer's full-window test with 5 million messages (~20 min)
+	IMFLOW_TEST_WINDOW_MESSAGES=$${IMFLOW_TEST_WINDOW_MESSAGES:-5000000} \
+	  $(BIN)/pytest tests/faults/test_sequencer_window.py -rP --timeout=3600
 
 bench: services ## the benchmarks (bench/run.py); writes bench/results/latest.json
 	$(BIN)/python -m bench.run
