@@ -4,6 +4,10 @@ and reads committed records only (the sequencer writes in transactions)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import pytest
+from faust.types import TP
 
 from agents.base import create_faust_app
 from agents.transport import ShortFetchConsumerThread, ShortFetchTransport
@@ -20,3 +24,51 @@ async def test_agent_consumers_use_the_configured_fetch_wait(tmp_path: Path) -> 
     consumer = thread._create_worker_consumer(app.transport)
     assert consumer._fetch_max_wait_ms == 77
     assert consumer._isolation_level == "read_committed"
+
+
+class _Record:
+    """What `Consumer.ack` reads of a message."""
+
+    def __init__(self, tp: TP, offset: int) -> None:
+        self.tp, self.offset, self.topic, self.acked = tp, offset, tp.topic, False
+
+
+async def _consume(consumer: Any, tp: TP, visible: list[int], read: int | None) -> int | None:
+    """Hand `visible` offsets to the consumer as Faust's fetch loop does (a gap is added
+    when an offset skips past the last one read), ack each, return the commit offset."""
+    for offset in visible:
+        if read is not None and offset - read > 1:
+            await consumer._add_gap(tp, read + 1, offset)
+        read = offset
+        assert consumer.ack(_Record(tp, offset))
+    new_offset: int | None = consumer._new_offset(tp)
+    return new_offset
+
+
+@pytest.mark.parametrize("skipped", [
+    [3, 6, 9],              # one commit marker after every few records
+    [3, 4, 5, 6],           # an aborted batch and its abort marker
+    [0, 1, 5, 6, 7, 8, 9],  # the partition starts with markers (a new sink's first read)
+])
+async def test_offsets_no_consumer_sees_do_not_hold_the_commit_back(
+        tmp_path: Path, skipped: list[int]) -> None:
+    app = create_faust_app("gaps", Settings(_env_file=None, faust_data_dir=str(tmp_path)))
+    app.topics.acks_enabled_for = lambda topic: True  # type: ignore[method-assign]
+    consumer = app.consumer
+    tp = TP("imflow.messages", 0)
+    visible = [o for o in range(12) if o not in skipped]
+    # every record consumed and acked: the commit offset is the one after the last
+    assert await _consume(consumer, tp, visible, None) == 12
+
+
+async def test_a_commit_that_stops_at_a_marker_continues_past_it(tmp_path: Path) -> None:
+    app = create_faust_app("gaps", Settings(_env_file=None, faust_data_dir=str(tmp_path)))
+    app.topics.acks_enabled_for = lambda topic: True  # type: ignore[method-assign]
+    consumer = app.consumer
+    tp = TP("imflow.messages", 0)
+    assert await _consume(consumer, tp, [0, 1, 2], None) == 3
+    consumer._committed_offset[tp] = 3  # offset 3 is the transaction's commit marker
+    assert await _consume(consumer, tp, [4, 5], 2) == 6
+    consumer._committed_offset[tp] = 6
+    # two transactions in a row: markers at 6 and 9
+    assert await _consume(consumer, tp, [7, 8, 10, 11], 5) == 12
