@@ -185,6 +185,18 @@ async def e2e(stack: Stack, *, rate: float, duration: float, pairs: int,
     }
 
 
+async def only_markers_after(consumer: Any, tp: Any, offset: int, end: int) -> bool:
+    """True when a read_committed consumer finds nothing to consume in [offset, end).
+
+    The sequencer writes imflow.messages in transactions: each ends with a commit marker,
+    and a retried batch leaves aborted records, neither of which a sink ever consumes, so
+    a caught-up sink's committed offset can sit below the partition's end."""
+    consumer.assign([tp])
+    consumer.seek(tp, offset)
+    records = await consumer.getmany(tp, timeout_ms=200)
+    return not records.get(tp) and await consumer.position(tp) >= end
+
+
 async def pipeline_idle(stack: Stack, within: float = 300) -> float:
     """Wait until every agent's consumer group has caught up with its topic (lag 0), so
     one scenario's backlog does not slow the next one down; returns the seconds waited."""
@@ -200,21 +212,25 @@ async def pipeline_idle(stack: Stack, within: float = 300) -> float:
     await admin.start()
     await consumer.start()
     started = time.monotonic()
+    lagging: list[str] = []
     try:
         async def caught_up() -> bool:
+            lagging.clear()
             for group, topic in groups.items():
                 committed = await admin.list_consumer_group_offsets(group)
                 tps = [TopicPartition(topic, p) for p in range(s.partitions)]
                 ends = await consumer.end_offsets(tps)
-                # The sequencer writes imflow.messages in transactions: each ends with a
-                # commit marker, the partition's last offset, which no sink consumes.
-                marker = 1 if topic == s.topic_messages else 0
                 for tp in tps:
                     meta = committed.get(tp)
-                    if ends[tp] > 0 and (meta is None or meta.offset < ends[tp] - marker):
-                        return False
-            return True
-        await wait_for(caught_up, within=within, what="the agents to catch up", interval=1)
+                    at = meta.offset if meta else 0
+                    if at < ends[tp] and not await only_markers_after(consumer, tp, at, ends[tp]):
+                        lagging.append(f"{group} {tp.topic}[{tp.partition}]: committed "
+                                       f"{meta.offset if meta else None}, end {ends[tp]}")
+            return not lagging
+        try:
+            await wait_for(caught_up, within=within, what="the agents to catch up", interval=1)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; lagging: {lagging}") from None
     finally:
         await consumer.stop()
         await admin.close()
@@ -576,8 +592,10 @@ def main() -> None:
     try:
         with prepared_env(workdir, redis_db=11, IMFLOW_PARTITIONS=str(args.partitions)) as env:
             results = asyncio.run(bench(args, env, workdir))
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    except BaseException:
+        console.print(f"[red]bench failed; the processes' logs are in {workdir}")
+        raise
+    shutil.rmtree(workdir, ignore_errors=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     show(results)
