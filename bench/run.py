@@ -193,8 +193,13 @@ async def only_markers_after(consumer: Any, tp: Any, offset: int, end: int) -> b
     a caught-up sink's committed offset can sit below the partition's end."""
     consumer.assign([tp])
     consumer.seek(tp, offset)
-    records = await consumer.getmany(tp, timeout_ms=200)
-    return not records.get(tp) and await consumer.position(tp) >= end
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:  # the first fetch after a seek may come back empty
+        if (await consumer.getmany(tp, timeout_ms=500)).get(tp):
+            return False
+        if await consumer.position(tp) >= end:
+            return True
+    return False
 
 
 async def pipeline_idle(stack: Stack, within: float = 300) -> float:
