@@ -40,7 +40,7 @@ from faust.types import TP, EventT
 from agents.base import EventBatches, create_faust_app, dead_letter_value, topic
 from agents.sequencing import decide
 from app.errors import RecordError
-from app.models import parse_inbound
+from app.models import encode_sequenced, parse_inbound
 from app.settings import Settings, get_settings
 from app.stores.kafka import ensure_topics
 from tables.changelog import ChangelogFollower
@@ -241,7 +241,7 @@ class PartitionSequencer:
                 decision.record_in(changes)
                 out = decision.output
                 outputs.append((out.message.conversation_id.encode(),
-                                out.model_dump_json().encode()))
+                                encode_sequenced(out)))
         producer = self._producer
         if producer is None:
             raise KafkaError("no producer")

@@ -118,6 +118,37 @@ class InboundMembers(BaseModel):
 InboundRecord = InboundSend | InboundMembers
 
 
+def encode_send(conversation_id: str, sender: str, client_msg_id: str, *,
+                body_json: bytes = b"null", type: str = "text",
+                message_id: str | None = None, accepted_at: int | None = None) -> bytes:
+    """The `imflow.inbound` value of one message (an `InboundSend`).
+
+    `body_json` is the body already encoded: the ingress measures its size on those bytes
+    and they are embedded as they are, so the body is encoded once. Without `message_id`
+    the sequencer derives it (`message_id_for`); without `accepted_at`, it stamps now.
+    """
+    record: dict[str, Any] = {"v": RECORD_VERSION, "kind": "send",
+                              "conversation_id": conversation_id, "sender": sender,
+                              "client_msg_id": client_msg_id, "type": type,
+                              "body": orjson.Fragment(body_json)}
+    if message_id is not None:
+        record["message_id"] = message_id
+    if accepted_at is not None:
+        record["accepted_at"] = accepted_at
+    return orjson.dumps(record)
+
+
+def encode_members(conversation_id: str, actor: str, op: str, members: list[str], *,
+                   event_id: str, accepted_at: int | None = None) -> bytes:
+    """The `imflow.inbound` value of one membership change (an `InboundMembers`)."""
+    record: dict[str, Any] = {"v": RECORD_VERSION, "kind": "members",
+                              "conversation_id": conversation_id, "actor": actor, "op": op,
+                              "members": members, "event_id": event_id}
+    if accepted_at is not None:
+        record["accepted_at"] = accepted_at
+    return orjson.dumps(record)
+
+
 MAX_RECORD_BYTES = 1024 * 1024  # Kafka's default max.message.bytes
 
 
@@ -196,6 +227,11 @@ class SequencedRecord(BaseModel):
     fanout: Fanout = "write"
     message: Message
     recipients: list[str]
+
+
+def encode_sequenced(record: SequencedRecord) -> bytes:
+    """The `imflow.messages` value of one log entry."""
+    return record.model_dump_json().encode()
 
 
 def parse_sequenced(raw: bytes) -> SequencedRecord:

@@ -25,10 +25,11 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from app.models import direct_conversation, message_id_for
+from app.models import direct_conversation, encode_send, message_id_for, now_ms
 from tests.support.stack import FAUST_WORKER, Stack, prepared_env, settings_from_env
 
 POLL_S = 0.2
+BODY = orjson.dumps({"text": "x" * 64})
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -46,12 +47,9 @@ async def fill_inbound(stack: Stack, records: int, pairs: int) -> None:
         for n in range(records):
             sender, to = f"s{n % pairs}", f"r{n % pairs}"
             cid = direct_conversation(sender, to)
-            value = {"v": 1, "kind": "send", "conversation_id": cid, "sender": sender,
-                     "client_msg_id": f"c{n}", "type": "text", "body": {"text": "x" * 64},
-                     "message_id": message_id_for(sender, f"c{n}"),
-                     "accepted_at": int(time.time() * 1000)}
-            await producer.send(stack.settings.topic_inbound, orjson.dumps(value),
-                                key=cid.encode())
+            value = encode_send(cid, sender, f"c{n}", body_json=BODY,
+                                message_id=message_id_for(sender, f"c{n}"), accepted_at=now_ms())
+            await producer.send(stack.settings.topic_inbound, value, key=cid.encode())
         await producer.flush()
     finally:
         await producer.stop()

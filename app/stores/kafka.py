@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from functools import lru_cache
-from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
@@ -100,13 +98,14 @@ class InboundProducer:
         if self._producer is not None:
             await self._producer.stop()
 
-    async def send(self, topic: str, key: str, value: dict[str, Any]) -> None:
-        """Produce one record and wait for the broker's ack, or raise StoreUnavailable."""
+    async def send(self, topic: str, key: str, value: bytes) -> None:
+        """Produce one encoded record and wait for the broker's ack, or raise
+        StoreUnavailable."""
         producer: AIOKafkaProducer | None = None
         try:
             async with asyncio.timeout(self._settings.produce_timeout_s):
                 producer = await self._connected()
-                fut = await producer.send(topic, orjson.dumps(value), key=key.encode())
+                fut = await producer.send(topic, value, key=key.encode())
                 await fut
         except (KafkaError, TimeoutError) as exc:
             if isinstance(exc, PRODUCER_FATAL) and producer is not None:

@@ -79,9 +79,10 @@ async def json_body(request: web.Request, limit: int | None = None) -> dict[str,
     return data
 
 
-async def append_inbound(app: web.Application, cid: str, record: dict[str, Any], *,
+async def append_inbound(app: web.Application, cid: str, record: bytes, *,
                          failure: str) -> None:
-    """Append one record to `imflow.inbound` (key: its conversation) and wait for the ack;
+    """Append one encoded record (`app.models.encode_*`) to `imflow.inbound` (key: its
+    conversation) and wait for the ack;
     503 with Retry-After, saying `failure`, when Kafka does not ack in time."""
     try:
         await app[PRODUCER].send(app[SETTINGS].topic_inbound, cid, record)

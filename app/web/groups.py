@@ -4,13 +4,12 @@ answer waits until the change took effect, so the caller can act on it at once."
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.errors import BadRequest, Conflict, Forbidden
-from app.models import RECORD_VERSION, UserId, group_conversation, is_valid_id, now_ms
+from app.models import UserId, encode_members, group_conversation, is_valid_id, now_ms
 from app.web.access import require_member
 from app.web.context import (
     GROUPS,
@@ -49,10 +48,7 @@ async def _submit(request: web.Request, cid: str, actor: str, op: str,
                   members: list[str]) -> int | None:
     """Append one membership change to the log; wait until applied (its seq) or None."""
     event_id = uuid.uuid4().hex
-    record: dict[str, Any] = {
-        "v": RECORD_VERSION, "kind": "members", "conversation_id": cid, "actor": actor,
-        "op": op, "members": members, "event_id": event_id, "accepted_at": now_ms(),
-    }
+    record = encode_members(cid, actor, op, members, event_id=event_id, accepted_at=now_ms())
     await append_inbound(request.app, cid, record,
                          failure="message queue unavailable, nothing was changed; retry")
     return await request.app[GROUPS].wait_applied(event_id, APPLY_WAIT_S)

@@ -10,11 +10,11 @@ from pydantic import BaseModel, ConfigDict
 
 from app.errors import BadRequest, PayloadTooLarge, RateLimited
 from app.models import (
-    RECORD_VERSION,
     ClientMsgId,
     MessageType,
     UserId,
     direct_conversation,
+    encode_send,
     message_id_for,
     now_ms,
 )
@@ -65,17 +65,8 @@ async def post_message(request: web.Request) -> web.Response:
                           retry_after=wait)
     message_id = message_id_for(me.user, req.client_msg_id)
     accepted_at = now_ms()
-    record = {
-        "v": RECORD_VERSION,
-        "kind": "send",
-        "conversation_id": cid,
-        "sender": me.user,
-        "client_msg_id": req.client_msg_id,
-        "type": req.type,
-        "body": orjson.Fragment(body),
-        "message_id": message_id,
-        "accepted_at": accepted_at,
-    }
+    record = encode_send(cid, me.user, req.client_msg_id, body_json=body, type=req.type,
+                         message_id=message_id, accepted_at=accepted_at)
     await append_inbound(request.app, cid, record,
                          failure="message queue unavailable, nothing was stored; retry")
     return json_response(

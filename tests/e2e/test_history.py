@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import orjson
 import pytest
 
+from app.models import encode_send
 from tests.e2e.conftest import await_history, direct
 from tests.e2e.test_sync import send_many
 from tests.support.client import Client
@@ -60,8 +60,8 @@ async def test_before_ts_with_many_messages_in_the_same_millisecond(
     t = 1_700_000_000_000
     stamps = [t - 1] * 5 + [t] * 35 + [t + 1] * 5
     records = [
-        (cid, orjson.dumps({"v": 1, "kind": "send", "conversation_id": cid, "sender": alice,
-                            "client_msg_id": f"same-ms-{i}", "body": i, "accepted_at": ts}))
+        (cid, encode_send(cid, alice, f"same-ms-{i}", body_json=str(i).encode(),
+                          accepted_at=ts))
         for i, ts in enumerate(stamps)
     ]
     await produce(stack, stack.settings.topic_inbound, records)

@@ -9,11 +9,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
-from app.models import RECORD_VERSION, direct_conversation, now_ms
+from app.models import direct_conversation, encode_send, now_ms
 from app.settings import Settings
 from app.stores.kafka import key_partitioner, topic_partitions
 
@@ -39,9 +38,8 @@ async def fill_inbound(settings: Settings, count: int, *, tag: str,
             a, b = f"wa{pair}-{tag}", f"wb{pair}-{tag}"
             cid = direct_conversation(a, b)
             key = cid.encode()
-            value = orjson.dumps({"v": RECORD_VERSION, "kind": "send", "conversation_id": cid,
-                                  "sender": a, "client_msg_id": f"w{i}", "body": i,
-                                  "accepted_at": accepted_at})
+            value = encode_send(cid, a, f"w{i}", body_json=str(i).encode(),
+                                accepted_at=accepted_at)
             p = key_partitioner(key, partitions, partitions)
             batch = batches.get(p)
             if batch is None:
