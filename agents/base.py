@@ -19,7 +19,6 @@ import faust
 import mode
 import orjson
 import redis.asyncio as aioredis
-import redis.exceptions
 from faust.types import EventT
 from pydantic import ValidationError
 
@@ -34,7 +33,7 @@ log = logging.getLogger(__name__)
 
 RETRY_INITIAL_S = 0.2
 # Errors that mean "the store is down for now": retry the same batch, never skip it.
-RETRYABLE = (StoreUnavailable, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+RETRYABLE = (StoreUnavailable,)
 RETRY_MAX_S = 5.0
 
 

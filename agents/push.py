@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from agents.base import RedisService, SinkHandler, create_sink_app
 from app.settings import get_settings
+from app.stores.feeds import FeedStore
 from app.stores.push import PushPublisher
 
 settings = get_settings()
@@ -16,7 +17,9 @@ redis_service = RedisService(settings)
 
 
 def handler() -> SinkHandler:
-    return PushPublisher(redis_service.client, feed_wait_s=settings.feed_wait_s).publish
+    client = redis_service.client
+    feeds = FeedStore(client, retention_s=settings.inbox_retention_s)
+    return PushPublisher(client, feed_wait_s=settings.feed_wait_s, feeds=feeds).publish
 
 
 app = create_sink_app("push", settings, redis_service, handler)

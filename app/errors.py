@@ -1,8 +1,11 @@
 """The one error hierarchy of imflow.
 
-`ApiError`s carry the HTTP status and the stable machine-readable code that the web
-layer renders as `{"error": {"code", "message"}}`; `RecordError` is why an agent sends a
-record to the dead-letter topic.
+`ApiError`s are requests imflow refuses, each kind with a stable machine-readable code;
+the web layer renders them as `{"error": {"code", "message"}}` with the HTTP status it
+maps each kind to (app/web/app.py), so the core knows no HTTP. `RecordError` is why an
+agent sends a record to the dead-letter topic; `StoreUnavailable` is what every store
+raises when its backing service does not answer (no client library's exception leaves
+app/stores).
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ class ImflowError(Exception):
 
 
 class ApiError(ImflowError):
-    status = 400
     code = "bad_request"
 
     def __init__(self, message: str, *, code: str | None = None,
@@ -26,42 +28,34 @@ class ApiError(ImflowError):
 
 
 class BadRequest(ApiError):
-    status = 400
     code = "bad_request"
 
 
 class Unauthorized(ApiError):
-    status = 401
     code = "unauthorized"
 
 
 class Forbidden(ApiError):
-    status = 403
     code = "forbidden"
 
 
 class NotFound(ApiError):
-    status = 404
     code = "not_found"
 
 
 class Conflict(ApiError):
-    status = 409
     code = "conflict"
 
 
 class PayloadTooLarge(ApiError):
-    status = 413
     code = "payload_too_large"
 
 
 class RateLimited(ApiError):
-    status = 429
     code = "rate_limited"
 
 
 class Unavailable(ApiError):
-    status = 503
     code = "unavailable"
 
 

@@ -80,7 +80,7 @@ async def replay(settings: Settings, sinks: Iterable[str], rng: ReplayRange, *,
     redis = create_redis(settings)
     history = HistoryStore(settings) if "history" in chosen else None
     delivery = OfflineDelivery(redis, retention_s=settings.inbox_retention_s)
-    publisher = PushPublisher(redis, feed_wait_s=settings.feed_wait_s)
+    publisher = PushPublisher(redis, feed_wait_s=settings.feed_wait_s, feeds=delivery.feeds)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
                                 enable_auto_commit=False, max_poll_records=batch,
                                 isolation_level="read_committed")

@@ -25,6 +25,7 @@ import orjson
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 
+from app.stores import keys
 from bench.run import client_env, pct, service_pids
 from bench.stages import cpu_seconds
 from tests.support.stack import ROOT, Stack, free_port, launched, prepared_env
@@ -85,7 +86,7 @@ async def run(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> d
         try:
             for i in range(args.pairs):
                 entries = cast(list[tuple[bytes, dict[bytes, bytes]]],
-                               await redis.xrange(f"inbox:{{r{i}-{tag}}}"))
+                               await redis.xrange(keys.inbox(f"r{i}-{tag}")))
                 for entry_id, fields in entries:
                     message = orjson.loads(fields[b"m"])
                     m = sent.get(message["message_id"])

@@ -39,6 +39,7 @@ from rich.console import Console
 from rich.table import Table
 
 from app.auth import mint_token
+from app.stores import keys
 from app.stores.history import conversation_prefix
 from tests.support.stack import (
     ROOT,
@@ -83,7 +84,7 @@ async def _inbox_arrivals(redis: aioredis.Redis, users: list[str]) -> dict[str, 
     arrivals: dict[str, float] = {}
     async with redis.pipeline(transaction=False) as pipe:
         for user in users:
-            pipe.xrange(f"inbox:{{{user}}}")
+            pipe.xrange(keys.inbox(user))
         streams = await pipe.execute()
     for entries in streams:
         for entry_id, fields in entries:
@@ -339,9 +340,9 @@ async def raw_xadd_rate(redis: aioredis.Redis, streams: int, per_pipeline: int =
                 pipe.xadd(f"rawbench:{{{tag}{i}}}", {"m": payload})
             await pipe.execute()
     took = time.perf_counter() - started
-    keys = [f"rawbench:{{{tag}{i}}}" for i in range(streams)]
+    raw_keys = [f"rawbench:{{{tag}{i}}}" for i in range(streams)]
     for start in range(0, streams, 1000):
-        await redis.delete(*keys[start:start + 1000])
+        await redis.delete(*raw_keys[start:start + 1000])
     return streams / took
 
 
@@ -367,12 +368,12 @@ async def fanout(stack: Stack, members: int, messages: int) -> dict[str, Any]:
 
     async def applied_everywhere() -> list[int]:
         """Per member, the group's last seq readable by them."""
-        feed = await redis.get(f"feedseq:{{{cid}}}")
+        feed = await redis.get(keys.feed_seq(cid))
         if feed is not None:
             return [int(feed)]
         async with redis.pipeline(transaction=False) as pipe:
             for user in everyone:
-                pipe.hget(f"applied:{{{user}}}", cid)
+                pipe.hget(keys.applied(user), cid)
             return [int(g or 0) for g in await pipe.execute()]
 
     async with aiohttp.ClientSession() as session:
@@ -397,8 +398,8 @@ async def fanout(stack: Stack, members: int, messages: int) -> dict[str, Any]:
             return min(await applied_everywhere()) >= last_seq
         await wait_for(last_everywhere, within=300, what="every fan-out delivery")
     xadds = await _xadd_calls(redis) - xadds_before
-    read_fanout = await redis.exists(f"feed:{{{cid}}}")
-    streams = [f"feed:{{{cid}}}"] if read_fanout else [f"inbox:{{{u}}}" for u in everyone]
+    read_fanout = await redis.exists(keys.feed(cid))
+    streams = [keys.feed(cid)] if read_fanout else [keys.inbox(u) for u in everyone]
     finished_ms = 0.0
     async with redis.pipeline(transaction=False) as pipe:
         for stream in streams:

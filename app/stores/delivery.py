@@ -2,7 +2,8 @@
 
 Per batch of sequenced records: the group membership projection first (whoever sees an
 event can act on it at once), then write fan-out records into each recipient's inbox and
-read fan-out records into their group's feed. Every step is idempotent.
+read fan-out records into their group's feed (and the sender's read marker: replying
+reads). Every step is idempotent.
 """
 
 from __future__ import annotations
@@ -38,5 +39,6 @@ class OfflineDelivery:
             written += await self.inbox.deliver(fanout_on_write)
         if fanout_on_read:
             written += await self.feeds.append(fanout_on_read)
+            await self.inbox.mark_sent_read(fanout_on_read)
         expected = sum(len(r.recipients) for r in fanout_on_write) + len(fanout_on_read)
         return Delivered(expected=expected, written=written)

@@ -13,38 +13,17 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 
 from app.models import SequencedRecord
+from app.stores import keys, scripts
+from app.stores.redis_client import redis_store
 
-# KEYS: group hash, member set; ARGV: seq, op, owner, members...
-_APPLY_LUA = """
-local seq = tonumber(ARGV[1])
-if seq <= tonumber(redis.call('HGET', KEYS[1], 'seq') or '0') then return 0 end
-local op = ARGV[2]
-for i = 4, #ARGV do
-  if op == 'remove' then redis.call('SREM', KEYS[2], ARGV[i])
-  else redis.call('SADD', KEYS[2], ARGV[i]) end
-end
-redis.call('HSET', KEYS[1], 'seq', seq, 'owner', ARGV[3])
-return 1
-"""
 ACK_TTL_S = 300
 
 
-def _group_key(cid: str) -> str:
-    return f"group:{{{cid}}}"
-
-
-def members_key(cid: str) -> str:
-    return f"members:{{{cid}}}"
-
-
-def _ack_key(event_id: str) -> str:
-    return f"ack:{{{event_id}}}"
-
-
+@redis_store
 class GroupStore:
     def __init__(self, client: aioredis.Redis) -> None:
         self._redis = client
-        self._apply = client.register_script(_APPLY_LUA)
+        self._apply = client.register_script(scripts.APPLY_MEMBERS)
 
     async def apply(self, records: list[SequencedRecord]) -> None:
         """Apply the membership events among `records` (idempotent), then ack each one."""
@@ -52,31 +31,31 @@ class GroupStore:
         for msg in events:
             body: dict[str, Any] = msg.body
             await self._apply(
-                keys=[_group_key(msg.conversation_id), members_key(msg.conversation_id)],
+                keys=[keys.group(msg.conversation_id), keys.members(msg.conversation_id)],
                 args=[msg.seq, body["op"], body["owner"], *body["members"]],
             )
         if events:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for msg in events:
-                    pipe.lpush(_ack_key(msg.message_id), msg.seq)
-                    pipe.expire(_ack_key(msg.message_id), ACK_TTL_S)
+                    pipe.lpush(keys.applied_ack(msg.message_id), msg.seq)
+                    pipe.expire(keys.applied_ack(msg.message_id), ACK_TTL_S)
                 await pipe.execute()
 
     async def wait_applied(self, event_id: str, timeout_s: float) -> int | None:
         """The seq of the membership event once applied, or None after `timeout_s`."""
-        item = await self._redis.blpop([_ack_key(event_id)], timeout=timeout_s)
+        item = await self._redis.blpop([keys.applied_ack(event_id)], timeout=timeout_s)
         if item is None:
             return None
-        await self._redis.lpush(_ack_key(event_id), item[1])  # keep it for other waiters
+        await self._redis.lpush(keys.applied_ack(event_id), item[1])  # keep it for other waiters
         return int(item[1])
 
     async def owner(self, cid: str) -> str | None:
-        value = cast(bytes | None, await self._redis.hget(_group_key(cid), "owner"))
+        value = cast(bytes | None, await self._redis.hget(keys.group(cid), "owner"))
         return value.decode() if value is not None else None
 
     async def is_member(self, cid: str, user: str) -> bool:
-        return bool(await self._redis.sismember(members_key(cid), user))  # type: ignore[misc]
+        return bool(await self._redis.sismember(keys.members(cid), user))  # type: ignore[misc]
 
     async def members(self, cid: str) -> list[str]:
-        raw = cast(set[bytes], await self._redis.smembers(members_key(cid)))  # type: ignore[misc]
+        raw = cast(set[bytes], await self._redis.smembers(keys.members(cid)))  # type: ignore[misc]
         return sorted(m.decode() for m in raw)

@@ -12,23 +12,15 @@ import time
 
 import redis.asyncio as aioredis
 
-# KEYS: one window counter per check; ARGV: limit. Returns per check 1 if over the limit.
-_HIT_MANY_LUA = """
-local limit = tonumber(ARGV[1])
-local over = {}
-for i = 1, #KEYS do
-  local n = redis.call('INCR', KEYS[i])
-  if n == 1 then redis.call('PEXPIRE', KEYS[i], 2000) end
-  over[i] = n > limit and 1 or 0
-end
-return over
-"""
+from app.stores import keys, scripts
+from app.stores.redis_client import redis_store
 
 
+@redis_store
 class RateLimiter:
     def __init__(self, client: aioredis.Redis, *, per_second: int) -> None:
         self._per_second = per_second
-        self._hit_many = client.register_script(_HIT_MANY_LUA)
+        self._hit_many = client.register_script(scripts.HIT_RATE)
         self._pending: list[tuple[str, asyncio.Future[int]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -37,7 +29,7 @@ class RateLimiter:
         now = time.time()
         window = int(now)
         verdict: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending.append((f"rate:{{{user}}}:{window}", verdict))
+        self._pending.append((keys.send_rate(user, window), verdict))
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush(), name="imflow-rate-limit")
         over = await verdict

@@ -13,11 +13,20 @@ from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import Counter, Histogram
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.auth import TokenVerifier
-from app.errors import ApiError, StoreUnavailable
+from app.errors import (
+    ApiError,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    StoreUnavailable,
+    Unauthorized,
+    Unavailable,
+)
 from app.settings import Settings
 from app.stores.feeds import FeedStore
 from app.stores.groups import GroupStore
@@ -61,6 +70,20 @@ def _error(status: int, code: str, message: str,
                          headers=headers)
 
 
+# The HTTP status of each kind of refusal (the most specific class that matches wins).
+STATUS: dict[type[ApiError], int] = {
+    BadRequest: 400, Unauthorized: 401, Forbidden: 403, NotFound: 404, Conflict: 409,
+    PayloadTooLarge: 413, RateLimited: 429, Unavailable: 503,
+}
+
+
+def status_of(exc: ApiError) -> int:
+    for kind in type(exc).__mro__:
+        if kind in STATUS:
+            return STATUS[kind]  # type: ignore[index]
+    return 400
+
+
 @web.middleware
 async def errors_and_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Render every failure as the SPEC's JSON error body and count every request."""
@@ -70,8 +93,8 @@ async def errors_and_metrics(request: web.Request, handler: Handler) -> web.Stre
     try:
         response = await handler(request)
     except ApiError as exc:
-        response = _error(exc.status, exc.code, exc.message, exc.retry_after)
-    except (StoreUnavailable, RedisConnectionError, RedisTimeoutError) as exc:
+        response = _error(status_of(exc), exc.code, exc.message, exc.retry_after)
+    except StoreUnavailable as exc:
         log.warning("store unavailable on %s: %r", name, exc)
         response = _error(503, "store_unavailable", "a backing store is unavailable; retry",
                           retry_after=1)

@@ -14,7 +14,7 @@ from collections import defaultdict
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from app.stores.push import channel
+from app.stores import keys
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ class PushHub:
         self._sockets: dict[str, set[web.WebSocketResponse]] = defaultdict(set)
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
-        self._idle_channel = f"push-node:{node_id}"  # keeps the connection subscribed
+        self._idle_channel = keys.node_channel(node_id)  # keeps the connection subscribed
 
     async def start(self) -> None:
         await self._pubsub.subscribe(self._idle_channel)
@@ -44,7 +44,7 @@ class PushHub:
     async def attach(self, user: str, ws: web.WebSocketResponse) -> None:
         async with self._lock:
             if not self._sockets.get(user):
-                await self._pubsub.subscribe(channel(user))
+                await self._pubsub.subscribe(keys.push_channel(user))
             self._sockets[user].add(ws)
 
     async def detach(self, user: str, ws: web.WebSocketResponse) -> None:
@@ -55,7 +55,7 @@ class PushHub:
             sockets.discard(ws)
             if not sockets:
                 del self._sockets[user]
-                await self._pubsub.unsubscribe(channel(user))
+                await self._pubsub.unsubscribe(keys.push_channel(user))
 
     async def _listen(self) -> None:
         while True:
@@ -63,8 +63,7 @@ class PushHub:
                 async for item in self._pubsub.listen():
                     if item.get("type") != "message":
                         continue
-                    name = item["channel"].decode()
-                    user = name[len("push:{"):-1]
+                    user = keys.user_of_push_channel(item["channel"].decode())
                     payload = item["data"].decode()
                     for ws in list(self._sockets.get(user, ())):
                         if not ws.closed:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import pytest
 import redis.asyncio as aioredis
 
+from app.stores import keys
 from app.stores.push import PresenceStore
 from tests.e2e.conftest import DELIVERY_TIMEOUT_S
 from tests.support.client import Client
@@ -51,7 +52,7 @@ async def test_presence_follows_connections(
             await ws.receive_json(timeout=10)
             online = await presence.devices(carol)
             assert list(online) == ["phone"]
-            assert await redis.ttl(f"presence:{{{carol}}}") > 0
+            assert await redis.ttl(keys.presence(carol)) > 0
             await ws.send_str('{"type":"ping"}')
             assert await ws.receive_json(timeout=10) == {"type": "pong"}
 

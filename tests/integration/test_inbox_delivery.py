@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from typing import cast
 
 import orjson
 import pytest
@@ -13,7 +14,8 @@ import redis.asyncio as aioredis
 
 import app.stores.inbox as inbox_module
 from app.models import Message, SequencedRecord
-from app.stores.inbox import InboxStore, inbox_key
+from app.stores import keys
+from app.stores.inbox import InboxStore
 
 pytestmark = pytest.mark.services
 
@@ -54,7 +56,8 @@ async def test_a_batch_split_across_calls_delivers_each_record_once(
     assert await inbox.deliver(records) == 5 + 2 + 6 + 3
     assert calls == 6  # 16 deliveries, at most 3 per call
     for user in users:
-        rows = await redis.xrange(inbox_key(user))
+        rows = cast(list[tuple[bytes, dict[bytes, bytes]]],
+                    await redis.xrange(keys.inbox(user)))
         got = [orjson.loads(fields[b"m"]) for _, fields in rows]
         want = [r.message.model_dump(mode="json") for r in records if user in r.recipients]
         assert got == want, user

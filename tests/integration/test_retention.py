@@ -16,9 +16,10 @@ import redis.asyncio as aioredis
 
 from app.models import Message, SequencedRecord
 from app.settings import Settings
-from app.stores.feeds import FeedStore, feed_key, spans_key
+from app.stores import keys
+from app.stores.feeds import FeedStore
 from app.stores.history import HistoryStore, ensure_table
-from app.stores.inbox import InboxStore, inbox_key
+from app.stores.inbox import InboxStore
 from app.sync import SyncCursor, read_page
 from tests.support.stack import wait_for
 
@@ -56,18 +57,18 @@ async def test_inbox_entries_expire_and_are_trimmed(redis: aioredis.Redis) -> No
     inbox = InboxStore(redis, retention_s=RETENTION_S)
     await inbox.deliver([record(f"u:{other}:{user}", 1, other, [user])])
     assert len(await messages(inbox, user)) == 1
-    assert 0 < await redis.ttl(inbox_key(user)) <= RETENTION_S
+    assert 0 < await redis.ttl(keys.inbox(user)) <= RETENTION_S
 
     async def expired() -> bool:
         return await messages(inbox, user) == []
     await wait_for(expired, within=RETENTION_S + 5, what="the entry to fall out of retention")
 
     await inbox.deliver([record(f"u:{other}:{user}", 2, other, [user])])
-    assert await redis.xlen(inbox_key(user)) == 1  # MINID trimmed the old entry away
+    assert await redis.xlen(keys.inbox(user)) == 1  # MINID trimmed the old entry away
     assert [m["seq"] for m in await messages(inbox, user)] == [2]
 
     async def key_gone() -> bool:
-        return not await redis.exists(inbox_key(user))
+        return not await redis.exists(keys.inbox(user))
     await wait_for(key_gone, within=RETENTION_S + 5, what="the idle inbox key to expire")
 
 
@@ -79,7 +80,7 @@ async def test_group_feed_entries_expire_and_are_trimmed(redis: aioredis.Redis) 
     switch = record(cid, 1, "owner", ["owner", member]).model_copy(update={"fanout": "read"})
     await feeds.append([switch])
     assert [m["seq"] for m in await synced(inbox, feeds, member)] == [1]
-    assert 0 < await redis.ttl(feed_key(cid)) <= RETENTION_S
+    assert 0 < await redis.ttl(keys.feed(cid)) <= RETENTION_S
 
     async def expired() -> bool:
         return await synced(inbox, feeds, member) == []
@@ -87,13 +88,13 @@ async def test_group_feed_entries_expire_and_are_trimmed(redis: aioredis.Redis) 
 
     later = record(cid, 2, "owner", []).model_copy(update={"fanout": "read"})
     await feeds.append([later])
-    assert await redis.xlen(feed_key(cid)) == 1  # MINID trimmed the old entry away
+    assert await redis.xlen(keys.feed(cid)) == 1  # MINID trimmed the old entry away
     assert [m["seq"] for m in await synced(inbox, feeds, member)] == [2]
 
     async def key_gone() -> bool:
-        return not await redis.exists(feed_key(cid))
+        return not await redis.exists(keys.feed(cid))
     await wait_for(key_gone, within=RETENTION_S + 5, what="the idle feed key to expire")
-    assert await redis.hexists(spans_key(member), cid)  # membership is not retention
+    assert await redis.hexists(keys.spans(member), cid)  # membership is not retention
 
 
 async def synced(inbox: InboxStore, feeds: FeedStore, user: str) -> list[dict[str, Any]]:

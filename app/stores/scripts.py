@@ -1,0 +1,147 @@
+"""Every Lua script imflow runs in Redis, in one place (the keys are in app/stores/keys.py).
+
+A script gets all its keys as KEYS, so Redis Cluster can route it, and names in a comment
+what its KEYS and ARGV are. Each is used by one store, named with it.
+"""
+
+from __future__ import annotations
+
+# Used by InboxStore.deliver.
+# KEYS per delivery: inbox, applied, convs, read markers, unread seqs of this conversation.
+# ARGV: minid, ttl_s, the number of payloads n, the n payloads, then per delivery:
+# conversation, seq, role, payload index (1-based), where role is "o" (from someone else:
+# unread unless already read), "s" (the user's own: read) or "e". Each payload is sent
+# once per call, however many inboxes it goes to (a group event can be 100s of KB).
+DELIVER = """
+local minid = ARGV[1]
+local ttl = tonumber(ARGV[2])
+local first = 4 + tonumber(ARGV[3])
+local written = 0
+local k = 1
+for i = first, #ARGV, 4 do
+  local inbox, applied, convs, read, unread = KEYS[k], KEYS[k+1], KEYS[k+2], KEYS[k+3], KEYS[k+4]
+  k = k + 5
+  local conv, seq, role = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+  local payload = ARGV[3 + tonumber(ARGV[i + 3])]
+  local last = tonumber(redis.call('HGET', applied, conv) or '0')
+  if seq > last then
+    redis.call('XADD', inbox, 'MINID', minid, '*', 'm', payload)
+    redis.call('HSET', applied, conv, seq)
+    redis.call('HSET', convs, conv, payload)
+    local read_seq = tonumber(redis.call('HGET', read, conv) or '0')
+    if role == 'o' and seq > read_seq then
+      redis.call('ZADD', unread, seq, seq)
+      redis.call('EXPIRE', unread, ttl)
+    elseif role == 's' and seq > read_seq then
+      redis.call('HSET', read, conv, seq)
+      redis.call('ZREMRANGEBYSCORE', unread, '-inf', seq)
+      redis.call('EXPIRE', read, ttl)
+    end
+    redis.call('EXPIRE', inbox, ttl)
+    redis.call('EXPIRE', applied, ttl)
+    redis.call('EXPIRE', convs, ttl)
+    written = written + 1
+  end
+end
+return written
+"""
+
+# Used by InboxStore.mark_read.
+# KEYS: read markers, unread seqs of the conversation; ARGV: conversation, seq, ttl_s.
+MARK_READ = """
+local seq = tonumber(ARGV[2])
+if seq > tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') then
+  redis.call('HSET', KEYS[1], ARGV[1], seq)
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', seq)
+return redis.call('ZCARD', KEYS[2])
+"""
+
+# Used by FeedStore.append.
+# KEYS: feed, feedseq, feedusers, then the spans hash of each changed member. ARGV: minid,
+# ttl_s, conversation, seq, payload, then per changed member "o" (a span opens) or "c"
+# (it closes) and the user id. Returns 1 if appended, 0 if already there.
+APPEND_FEED = """
+local MAX_SPANS = 16 -- per member and group: who is removed and re-added more keeps the latest
+local seq = tonumber(ARGV[4])
+if seq <= tonumber(redis.call('GET', KEYS[2]) or '0') then return 0 end
+local ttl = tonumber(ARGV[2])
+local id = redis.call('XADD', KEYS[1], 'MINID', ARGV[1], '*', 'm', ARGV[5])
+redis.call('SET', KEYS[2], seq, 'EX', ttl)
+redis.call('EXPIRE', KEYS[1], ttl)
+for i = 4, #KEYS do
+  local flag, user = ARGV[2 * i - 2], ARGV[2 * i - 1]
+  local raw = redis.call('HGET', KEYS[i], ARGV[3])
+  local spans = raw and cjson.decode(raw) or {}
+  local last = spans[#spans]
+  if flag == 'o' then
+    if not last or last.t then
+      table.insert(spans, {f = id, fs = seq})
+      if #spans > MAX_SPANS then table.remove(spans, 1) end
+      redis.call('HSET', KEYS[i], ARGV[3], cjson.encode(spans))
+      redis.call('SADD', KEYS[3], user)
+    end
+  elseif last and not last.t then
+    last.t = id
+    last.ts = seq
+    redis.call('HSET', KEYS[i], ARGV[3], cjson.encode(spans))
+  end
+end
+return 1
+"""
+
+# Used by GroupStore.apply.
+# KEYS: group hash, member set; ARGV: seq, op, owner, members...
+APPLY_MEMBERS = """
+local seq = tonumber(ARGV[1])
+if seq <= tonumber(redis.call('HGET', KEYS[1], 'seq') or '0') then return 0 end
+local op = ARGV[2]
+for i = 4, #ARGV do
+  if op == 'remove' then redis.call('SREM', KEYS[2], ARGV[i])
+  else redis.call('SADD', KEYS[2], ARGV[i]) end
+end
+redis.call('HSET', KEYS[1], 'seq', seq, 'owner', ARGV[3])
+return 1
+"""
+
+# Used by RateLimiter.
+# KEYS: one window counter per check; ARGV: limit. Returns per check 1 if over the limit.
+HIT_RATE = """
+local limit = tonumber(ARGV[1])
+local over = {}
+for i = 1, #KEYS do
+  local n = redis.call('INCR', KEYS[i])
+  if n == 1 then redis.call('PEXPIRE', KEYS[i], 2000) end
+  over[i] = n > limit and 1 or 0
+end
+return over
+"""
+
+# Used by PushPublisher.
+# KEYS: the presence key of each recipient of each record, in order. ARGV per record: the
+# number of its recipients, its payload, then the channel of each. One call per batch.
+PUBLISH_ONLINE = """
+local sent, k, i = 0, 1, 1
+while i <= #ARGV do
+  local n, payload = tonumber(ARGV[i]), ARGV[i + 1]
+  for j = 1, n do
+    if redis.call('EXISTS', KEYS[k]) == 1 then
+      redis.call('PUBLISH', ARGV[i + 1 + j], payload)
+      sent = sent + 1
+    end
+    k = k + 1
+  end
+  i = i + 2 + n
+end
+return sent
+"""
+
+# Used by PresenceStore.disconnected.
+# Remove a device's presence only if it still names this connection.
+DISCONNECT = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+"""
