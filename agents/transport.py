@@ -16,7 +16,7 @@ the consumer Faust created, before it starts.
 
 Transactional input leaves offsets no consumer ever sees (one commit marker per
 transaction and partition, aborted records), and Faust 0.15.3's gap bookkeeping counts
-them wrong: see `GapSafeConsumer._add_gap`.
+them wrong: see `ShortFetchConsumer._add_gap`.
 """
 
 from __future__ import annotations

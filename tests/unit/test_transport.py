@@ -4,13 +4,13 @@ and reads committed records only (the sequencer writes in transactions)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from faust.types import TP
 
 from agents.base import create_faust_app
-from agents.transport import ShortFetchConsumerThread, ShortFetchTransport
+from agents.transport import ShortFetchConsumer, ShortFetchConsumerThread, ShortFetchTransport
 from app.settings import Settings
 
 
@@ -54,7 +54,7 @@ async def test_offsets_no_consumer_sees_do_not_hold_the_commit_back(
         tmp_path: Path, skipped: list[int]) -> None:
     app = create_faust_app("gaps", Settings(_env_file=None, faust_data_dir=str(tmp_path)))
     app.topics.acks_enabled_for = lambda topic: True  # type: ignore[method-assign]
-    consumer = app.consumer
+    consumer = cast(ShortFetchConsumer, app.consumer)
     tp = TP("imflow.messages", 0)
     visible = [o for o in range(12) if o not in skipped]
     # every record consumed and acked: the commit offset is the one after the last
@@ -64,7 +64,7 @@ async def test_offsets_no_consumer_sees_do_not_hold_the_commit_back(
 async def test_a_commit_that_stops_at_a_marker_continues_past_it(tmp_path: Path) -> None:
     app = create_faust_app("gaps", Settings(_env_file=None, faust_data_dir=str(tmp_path)))
     app.topics.acks_enabled_for = lambda topic: True  # type: ignore[method-assign]
-    consumer = app.consumer
+    consumer = cast(ShortFetchConsumer, app.consumer)
     tp = TP("imflow.messages", 0)
     assert await _consume(consumer, tp, [0, 1, 2], None) == 3
     consumer._committed_offset[tp] = 3  # offset 3 is the transaction's commit marker
