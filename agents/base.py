@@ -26,6 +26,7 @@ from agents.transport import ShortFetchTransport
 from app.errors import StoreUnavailable
 from app.models import SequencedRecord, parse_sequenced
 from app.settings import Settings, get_settings
+from app.sinks import Sink
 from app.stores.history import HistoryStore
 from app.stores.redis_client import create_redis
 
@@ -238,23 +239,24 @@ async def sequenced_batches(
         yield records
 
 
-SinkHandler = Callable[[list[SequencedRecord]], Awaitable[Any]]
+def create_sink_app(sink: Sink, settings: Settings) -> faust.App:
+    """A Faust app `<prefix>-<sink name>` whose one agent applies batches of
+    `imflow.messages` to the sink (app/sinks.py).
 
-
-def create_sink_app(name: str, settings: Settings, client: mode.Service,
-                    make_handler: Callable[[], SinkHandler]) -> faust.App:
-    """A Faust app whose one agent applies batches of `imflow.messages` to a store.
-
-    `client` is started with the app; `make_handler` runs once the agent starts (the
-    client is connected by then) and returns the idempotent function a batch goes to.
-    A failing batch is retried until it succeeds, never skipped (G3).
+    The sink's client (Redis or HBase) is started with the app; the sink is made once
+    the agent starts (the client is connected by then). A failing batch is retried until
+    it succeeds, never skipped (G3).
     """
+    name = sink.name
+    client: RedisService | HistoryService = (
+        RedisService(settings) if sink.uses == "redis" else HistoryService(settings))
     app = create_faust_app(name, settings)
     app.add_dependency(client)
     dead_letters = DeadLetters(app, settings)
 
     async def apply_batches(stream: Any) -> None:
-        handle = make_handler()
+        handle = sink.make(settings, client.client if isinstance(client, RedisService)
+                           else client.store)
         async for records in sequenced_batches(stream, settings, dead_letters):
             if records:
                 await retry_forever(f"{name} batch", partial(handle, list(records)))

@@ -7,21 +7,8 @@ batch and does not advance, so no offset past unstored records is committed.
 
 from __future__ import annotations
 
-from agents.base import HistoryService, SinkHandler, create_sink_app
-from app.models import SequencedRecord
+from agents.base import create_sink_app
 from app.settings import get_settings
+from app.sinks import SINKS
 
-settings = get_settings()
-history_service = HistoryService(settings)
-
-
-def handler() -> SinkHandler:
-    store = history_service.store
-
-    async def write(records: list[SequencedRecord]) -> None:
-        await store.write([r.message for r in records])
-
-    return write
-
-
-app = create_sink_app("history", settings, history_service, handler)
+app = create_sink_app(SINKS["history"], get_settings())

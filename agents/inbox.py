@@ -8,22 +8,8 @@ of large groups (read fan-out, app/stores/feeds.py). See app/stores/delivery.py.
 
 from __future__ import annotations
 
-from agents.base import RedisService, SinkHandler, create_sink_app
-from app.models import SequencedRecord
+from agents.base import create_sink_app
 from app.settings import get_settings
-from app.stores.delivery import OfflineDelivery
+from app.sinks import SINKS
 
-settings = get_settings()
-redis_service = RedisService(settings)
-
-
-def handler() -> SinkHandler:
-    delivery = OfflineDelivery(redis_service.client, retention_s=settings.inbox_retention_s)
-
-    async def deliver(records: list[SequencedRecord]) -> None:
-        await delivery.apply(records)
-
-    return deliver
-
-
-app = create_sink_app("inbox", settings, redis_service, handler)
+app = create_sink_app(SINKS["inbox"], get_settings())

@@ -110,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("replay", help="re-apply a range of imflow.messages to sinks "
                        "(idempotent; rebuilds a wiped Redis or HBase)")
-    p.add_argument("--sinks", default="inbox,history", help="comma list of inbox,history,push")
+    from app.sinks import SINKS
+    p.add_argument("--sinks", default="inbox,history",
+                   help=f"comma list of {','.join(SINKS)}")
     p.add_argument("--partitions", help="comma list (default: all)")
     p.add_argument("--from-offset", type=int, help="first offset, in every chosen partition")
     p.add_argument("--to-offset", type=int, help="stop before this offset")

@@ -16,13 +16,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from app.models import SequencedRecord, parse_sequenced
 from app.settings import Settings
-from app.stores.delivery import OfflineDelivery
+from app.sinks import SINKS, Applied
 from app.stores.history import HistoryStore
 from app.stores.kafka import topic_partitions
-from app.stores.push import PushPublisher
 from app.stores.redis_client import create_redis
-
-SINKS = ("inbox", "history", "push")
 
 
 @dataclass
@@ -38,11 +35,30 @@ class ReplayRange:
 class ReplaySummary:
     read: int = 0
     malformed: int = 0
-    inbox_deliveries: int = 0  # inbox entries plus large-group feed entries
-    inbox_written: int = 0
-    history_rows: int = 0
-    pushed: int = 0
+    applied: dict[str, Applied] = field(default_factory=dict)  # per sink, summed
     per_partition: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+    def add(self, sink: str, applied: Applied) -> None:
+        before = self.applied.get(sink, Applied(0, 0))
+        self.applied[sink] = Applied(before.expected + applied.expected,
+                                     before.written + applied.written)
+
+    @property
+    def inbox_deliveries(self) -> int:
+        """Inbox entries plus large-group feed entries the records asked for."""
+        return self.applied.get("inbox", Applied(0, 0)).expected
+
+    @property
+    def inbox_written(self) -> int:
+        return self.applied.get("inbox", Applied(0, 0)).written
+
+    @property
+    def history_rows(self) -> int:
+        return self.applied.get("history", Applied(0, 0)).written
+
+    @property
+    def pushed(self) -> int:
+        return self.applied.get("push", Applied(0, 0)).written
 
     @property
     def inbox_skipped(self) -> int:
@@ -78,9 +94,12 @@ async def replay(settings: Settings, sinks: Iterable[str], rng: ReplayRange, *,
         raise ValueError(f"sinks must be some of {', '.join(SINKS)}; got {sorted(chosen)}")
     summary = ReplaySummary()
     redis = create_redis(settings)
-    history = HistoryStore(settings) if "history" in chosen else None
-    delivery = OfflineDelivery(redis, retention_s=settings.inbox_retention_s)
-    publisher = PushPublisher(redis, feed_wait_s=settings.feed_wait_s, feeds=delivery.feeds)
+    uses = {SINKS[name].uses for name in chosen}
+    history = HistoryStore(settings) if "hbase" in uses else None
+    clients = {"redis": redis, "hbase": history}
+    # in registry order: the inbox (with the group projection) before push
+    applies = {name: sink.make(settings, clients[sink.uses])
+               for name, sink in SINKS.items() if name in chosen}
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
                                 enable_auto_commit=False, max_poll_records=batch,
                                 isolation_level="read_committed")
@@ -116,7 +135,9 @@ async def replay(settings: Settings, sinks: Iterable[str], rng: ReplayRange, *,
                 # Interleave partitions by time; stable, so each conversation keeps its seq
                 # order (its ts never goes backwards).
                 records.sort(key=lambda r: r.message.ts)
-                await _apply(records, chosen, delivery, history, publisher, summary)
+                for name, apply in applies.items():
+                    if records:
+                        summary.add(name, await apply(records))
                 progress.update(task, completed=summary.read)
                 for tp in list(todo):  # done once the next offset to read is the end
                     if await consumer.position(tp) >= todo[tp][1]:
@@ -128,19 +149,3 @@ async def replay(settings: Settings, sinks: Iterable[str], rng: ReplayRange, *,
             await history.close()
         await redis.aclose()
     return summary
-
-
-async def _apply(records: list[SequencedRecord], sinks: set[str], delivery: OfflineDelivery,
-                 history: HistoryStore | None, publisher: PushPublisher,
-                 summary: ReplaySummary) -> None:
-    if not records:
-        return
-    if "inbox" in sinks:
-        delivered = await delivery.apply(records)
-        summary.inbox_deliveries += delivered.expected
-        summary.inbox_written += delivered.written
-    if history is not None:
-        await history.write([r.message for r in records])
-        summary.history_rows += len(records)
-    if "push" in sinks:
-        summary.pushed += await publisher.publish(records)

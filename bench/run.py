@@ -39,6 +39,7 @@ from rich.console import Console
 from rich.table import Table
 
 from app.auth import mint_token
+from app.sinks import SINKS
 from app.stores import keys
 from app.stores.history import conversation_prefix
 from tests.support.stack import (
@@ -211,7 +212,7 @@ async def pipeline_idle(stack: Stack, within: float = 300) -> float:
 
     s = stack.settings
     groups = {f"{s.app_prefix}-sequencer": s.topic_inbound,
-              **{f"{s.app_prefix}-{a}": s.topic_messages for a in ("inbox", "history", "push")}}
+              **{f"{s.app_prefix}-{a}": s.topic_messages for a in SINKS}}
     admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
     consumer = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap,
                                 isolation_level="read_committed")

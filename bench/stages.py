@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from app.models import direct_conversation, encode_send, message_id_for, now_ms
+from app.sinks import SINKS
 from tests.support.stack import FAUST_WORKER, Stack, prepared_env, settings_from_env
 
 POLL_S = 0.2
@@ -100,7 +101,7 @@ async def run(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> d
     try:
         results["sequencer"] = await drain(stack, "sequencer", "agents.sequencer",
                                            s.topic_inbound, args.records)
-        for name in ("empty-agent", "inbox", "history", "push"):
+        for name in ("empty-agent", *SINKS):
             module = "bench.empty_agent" if name == "empty-agent" else f"agents.{name}"
             results[name] = await drain(stack, name, module, s.topic_messages, args.records)
     except BaseException:
@@ -109,7 +110,7 @@ async def run(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> d
     finally:
         stack.stop_all()
     empty = results["empty-agent"]["records_per_s"]
-    for name in ("sequencer", "inbox", "history", "push"):
+    for name in ("sequencer", *SINKS):
         results[name]["ratio_vs_empty_agent"] = round(results[name]["records_per_s"] / empty, 3)
     return results
 

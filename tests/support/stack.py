@@ -25,12 +25,13 @@ import orjson
 
 from app.auth import mint_token
 from app.settings import Settings
+from app.sinks import SINKS
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 # As in the Procfile: uvloop cut an agent's CPU per record by a fifth (bench.stages).
 FAUST_WORKER = (str(BIN / "faust"), "-L", "uvloop", "-A")
-AGENTS = ("sequencer", "inbox", "history", "push")
+AGENTS = ("sequencer", *SINKS)  # every agent: the sequencer, then each sink (app/sinks.py)
 T = TypeVar("T")
 
 
