@@ -115,12 +115,16 @@ async def openapi(request: web.Request) -> web.Response:
     return web.Response(body=OPENAPI_PATH.read_bytes(), content_type="application/json")
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, *, stores: bool = True) -> web.Application:
+    """The web app. `stores=False` leaves out the Redis, Kafka and HBase clients: the
+    fast tests of the HTTP contract (tests/unit/test_http_contract.py) use it for what
+    the web refuses before it touches a store (auth, validation, limits)."""
     app = web.Application(middlewares=[errors_and_metrics],
                           client_max_size=2 * 1024 * 1024)  # routes set tighter limits
     app[SETTINGS] = settings
     app[TOKENS] = TokenVerifier(settings.jwt_secret())  # no secret: fail at start-up
-    app.cleanup_ctx.extend([_redis_ctx, _producer_ctx, _history_ctx])
+    if stores:
+        app.cleanup_ctx.extend([_redis_ctx, _producer_ctx, _history_ctx])
     app.router.add_post("/v1/messages", messages.post_message)
     app.router.add_get("/v1/sync", reads.sync)
     app.router.add_get("/v1/conversations", reads.conversations)

@@ -28,10 +28,10 @@ async def sync(request: web.Request) -> web.Response:
     this device's cursor."""
     me = identity(request)
     settings = request.app[SETTINGS]
-    inbox = request.app[INBOX]
     limit = int_query(request, "limit", default=settings.sync_default_limit,
                       minimum=1, maximum=settings.sync_max_limit)
     assert limit is not None
+    inbox = request.app[INBOX]
     since = request.query.get("since")
     if since is None:
         saved = await inbox.device_cursor(me.user, me.device)
