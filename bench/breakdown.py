@@ -25,10 +25,10 @@ import orjson
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 
+from app.devstack import ROOT, Stack, free_port, launched, prepared_env
 from app.stores import keys
 from bench.run import client_env, pct, service_pids
 from bench.stages import cpu_seconds
-from tests.support.stack import ROOT, Stack, free_port, launched, prepared_env
 
 
 async def sequenced_times(stack: Stack) -> dict[str, float]:

@@ -39,10 +39,7 @@ from rich.console import Console
 from rich.table import Table
 
 from app.auth import mint_token
-from app.sinks import SINKS
-from app.stores import keys
-from app.stores.history import conversation_prefix
-from tests.support.stack import (
+from app.devstack import (
     ROOT,
     Stack,
     free_port,
@@ -50,6 +47,9 @@ from tests.support.stack import (
     prepared_env,
     wait_for,
 )
+from app.sinks import SINKS
+from app.stores import keys
+from app.stores.history import conversation_prefix
 
 PY = sys.executable
 DRAIN_LIMIT_S = 240  # how long a run may take to deliver what it got accepted

@@ -25,9 +25,9 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from app.devstack import FAUST_WORKER, Stack, prepared_env, settings_from_env
 from app.models import direct_conversation, encode_send, message_id_for, now_ms
 from app.sinks import SINKS
-from tests.support.stack import FAUST_WORKER, Stack, prepared_env, settings_from_env
 
 POLL_S = 0.2
 BODY = orjson.dumps({"text": "x" * 64})

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from tests.support.stack import Stack, free_port, launched, prepared_env
+from app.devstack import Stack, free_port, launched, prepared_env
 
 
 @pytest.fixture(scope="session")

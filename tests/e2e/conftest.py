@@ -9,8 +9,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.support.client import Client
-from tests.support.stack import Stack, wait_for
+from app.apiclient import Client
+from app.devstack import Stack, wait_for
 
 DELIVERY_TIMEOUT_S = 30
 

@@ -6,11 +6,11 @@ from collections.abc import Callable
 
 import pytest
 
+from app.apiclient import Client
+from app.devstack import Stack, produce
 from app.models import encode_send
 from tests.e2e.conftest import await_history, direct
 from tests.e2e.test_sync import send_many
-from tests.support.client import Client
-from tests.support.stack import Stack, produce
 
 pytestmark = pytest.mark.services
 

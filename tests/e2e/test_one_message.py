@@ -7,8 +7,8 @@ import uuid
 import aiohttp
 import pytest
 
-from tests.support.client import Client
-from tests.support.stack import Stack, wait_for
+from app.apiclient import Client
+from app.devstack import Stack, wait_for
 
 pytestmark = pytest.mark.services
 DELIVERY_TIMEOUT_S = 30

@@ -7,11 +7,11 @@ from collections.abc import Callable
 import pytest
 import redis.asyncio as aioredis
 
+from app.apiclient import Client
+from app.devstack import Stack, wait_for
 from app.stores import keys
 from app.stores.push import PresenceStore
 from tests.e2e.conftest import DELIVERY_TIMEOUT_S
-from tests.support.client import Client
-from tests.support.stack import Stack, wait_for
 
 pytestmark = pytest.mark.services
 

@@ -9,10 +9,10 @@ import happybase
 import pytest
 import redis.asyncio as aioredis
 
+from app.apiclient import Client
+from app.devstack import Stack, run_cli
 from app.stores.history import conversation_prefix
 from tests.e2e.conftest import await_history, await_inbox, direct, inbox_all
-from tests.support.client import Client
-from tests.support.stack import Stack, run_cli
 
 pytestmark = pytest.mark.services
 

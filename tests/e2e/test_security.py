@@ -14,10 +14,10 @@ import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from app.apiclient import Client
+from app.devstack import Stack, produce
 from app.stores.kafka import topic_partitions
 from tests.e2e.conftest import DELIVERY_TIMEOUT_S, await_inbox
-from tests.support.client import Client
-from tests.support.stack import Stack, produce
 
 pytestmark = pytest.mark.services
 

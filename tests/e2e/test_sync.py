@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
+from app.apiclient import Client
 from tests.e2e.conftest import await_inbox, direct
-from tests.support.client import Client
 
 pytestmark = pytest.mark.services
 

@@ -14,8 +14,8 @@ import orjson
 import pytest
 import pytest_asyncio
 
+from app.devstack import ROOT, Stack, free_port, launched, prepared_env
 from tests.support.load import Audit, LoadResult, Traffic, create_groups, run_load
-from tests.support.stack import ROOT, Stack, free_port, launched, prepared_env
 
 pytestmark = pytest.mark.services
 

@@ -10,6 +10,7 @@ import time
 
 import redis.asyncio as aioredis
 
+from app.devstack import Stack, run_cli, wait_for, wait_web_ready
 from tests.faults.conftest import CATCH_UP_S, report, service, start_load
 from tests.support.load import (
     Audit,
@@ -17,7 +18,6 @@ from tests.support.load import (
     await_clean_audit,
     whole_inboxes,
 )
-from tests.support.stack import Stack, run_cli, wait_for, wait_web_ready
 
 
 async def test_kill_9_each_agent_in_turn_mid_load(fault_stack: Stack) -> None:

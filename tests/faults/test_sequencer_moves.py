@@ -17,9 +17,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from app.devstack import Process, Stack, wait_for
 from tests.faults.conftest import CATCH_UP_S, RATE, report, start_load
 from tests.support.load import LoadResult, Traffic, audit_sequenced, await_clean_audit
-from tests.support.stack import Process, Stack, wait_for
 
 SECOND = "sequencer-2"
 

@@ -22,10 +22,8 @@ import orjson
 import pytest
 import pytest_asyncio
 
-from app.models import direct_conversation
-from app.stores.kafka import key_partitioner
-from tests.support.client import Client
-from tests.support.stack import (
+from app.apiclient import Client
+from app.devstack import (
     Process,
     Stack,
     free_port,
@@ -33,6 +31,8 @@ from tests.support.stack import (
     prepared_env,
     wait_for,
 )
+from app.models import direct_conversation
+from app.stores.kafka import key_partitioner
 from tests.support.window import (
     committed,
     dir_bytes,

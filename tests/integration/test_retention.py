@@ -14,6 +14,7 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
+from app.devstack import wait_for
 from app.models import Message, SequencedRecord
 from app.settings import Settings
 from app.stores import keys
@@ -21,7 +22,6 @@ from app.stores.feeds import FeedStore
 from app.stores.history import HistoryStore, ensure_table
 from app.stores.inbox import InboxStore
 from app.sync import SyncCursor, read_page
-from tests.support.stack import wait_for
 
 pytestmark = pytest.mark.services
 RETENTION_S = 2

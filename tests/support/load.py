@@ -19,13 +19,13 @@ import aiohttp
 import orjson
 import redis.asyncio as aioredis
 
+from app.devstack import Stack
 from app.models import direct_conversation
 from app.settings import Settings
 from app.stores.feeds import FeedStore
 from app.stores.history import HistoryStore
 from app.stores.inbox import InboxStore
 from app.sync import SyncCursor, read_page
-from tests.support.stack import Stack
 
 REQUEST_TIMEOUT_S = 5.0
 

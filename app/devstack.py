@@ -1,7 +1,9 @@
-"""Runs imflow's real processes (web x2 + every agent) against the real services.
+"""The local stack launcher: runs imflow's real processes (web x2 + every agent) against
+the real services, for the tests (tests/) and the benchmarks (bench/).
 
-Each test session gets its own topics, consumer groups, HBase table and Redis database,
-so it never mixes with a `make run` on the same machine.
+Each run gets its own topics, consumer groups, HBase table and Redis database, so it
+never mixes with a `make run` on the same machine. It runs from a checkout (it starts
+`scripts/probe.py` and the package's console scripts).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from app.auth import mint_token
 from app.settings import Settings
 from app.sinks import SINKS
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: scripts/, the Procfile
 BIN = Path(sys.executable).parent
 # As in the Procfile: uvloop cut an agent's CPU per record by a fifth (bench.stages).
 FAUST_WORKER = (str(BIN / "faust"), "-L", "uvloop", "-A")
@@ -261,7 +263,7 @@ async def wait_until_flowing(stack: Stack) -> None:
     """Ready means: every web answers /readyz, and a message reaches inbox and history."""
     import aiohttp
 
-    from tests.support.client import Client
+    from app.apiclient import Client
 
     for url in stack.web_urls:
         await wait_web_ready(url)
