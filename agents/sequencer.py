@@ -138,6 +138,8 @@ class PartitionSequencer:
                 log.warning("partition %d: closing its producer: %r", self.partition, exc)
 
     async def _ready_for(self, generation: int) -> bool:
+        """Wait until the partition is taken over for `generation`; False once the
+        consumer left that generation (a batch fetched before a rebalance)."""
         while not (self._ready.is_set() and self.generation == generation):
             if not self._current(generation):
                 return False
@@ -145,7 +147,7 @@ class PartitionSequencer:
                 await asyncio.wait_for(self._ready.wait(), 0.5)
             except TimeoutError:
                 pass
-        return True
+        return self._current(generation)
 
     # -- sequencing
 
