@@ -33,34 +33,21 @@ from typing import Any
 
 import faust
 import mode
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
 from faust.types import TP, EventT
 
 from agents.base import EventBatches, create_faust_app, dead_letter_value, topic
 from agents.sequencing import decide
-from app.errors import RecordError
+from app.errors import Fenced, RecordError, StoreUnavailable
 from app.models import encode_sequenced, parse_inbound
 from app.settings import Settings, get_settings
-from app.stores.kafka import ensure_topics
+from app.stores.kafka import OffsetProbe, PartitionTransactions, Write, ensure_topics
 from tables.changelog import ChangelogFollower
 from tables.sequencer_state import Changes, LocalState, dedup_record, state_records
 
 log = logging.getLogger(__name__)
 
-FENCED = (ProducerFenced, InvalidProducerEpoch)
 PRUNE_CHUNK = 10_000
 RETRY_MAX_S = 5.0
-TXN_RETRY_BACKOFF_MS = 5
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
-
-
-class Fenced(Exception):
-    """Another producer of this partition's transactional id took over."""
 
 
 class PartitionSequencer:
@@ -69,7 +56,7 @@ class PartitionSequencer:
     def __init__(self, partition: int, owner: Sequencer) -> None:
         self.partition = partition
         self._owner = owner
-        self._producer: AIOKafkaProducer | None = None
+        self._producer: PartitionTransactions | None = None
         self.generation = -1  # the consumer generation this partition is ready for
         self._ready = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -121,7 +108,7 @@ class PartitionSequencer:
                 took = await self._owner.follower.catch_up(self.partition)
                 log.debug("partition %d caught up in %.2fs", self.partition, took)
                 return True
-            except (KafkaError, TimeoutError, OSError) as exc:
+            except (StoreUnavailable, TimeoutError) as exc:
                 log.warning("partition %d: fencing/catch-up failed (%r); retrying in %.1fs",
                             self.partition, exc, delay)
                 await asyncio.sleep(delay)
@@ -131,11 +118,7 @@ class PartitionSequencer:
     async def _close_producer(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
-            try:
-                await asyncio.wait_for(producer.stop(), self._owner.settings
-                                       .sequencer_request_timeout_s)
-            except (KafkaError, TimeoutError, OSError) as exc:
-                log.warning("partition %d: closing its producer: %r", self.partition, exc)
+            await producer.close()
 
     async def _ready_for(self, generation: int) -> bool:
         """Wait until the partition is taken over for `generation`; False once the
@@ -174,7 +157,7 @@ class PartitionSequencer:
                     log.warning("partition %d fenced (%s); waiting for the rebalance",
                                 self.partition, exc)
                     wait = 2 * settings.agent_session_timeout_s
-                except (KafkaError, TimeoutError, OSError) as exc:
+                except (StoreUnavailable, TimeoutError) as exc:
                     log.warning("partition %d: transaction failed (%r); fencing again, "
                                 "catching up and retrying in %.1fs", self.partition, exc,
                                 delay)
@@ -246,38 +229,21 @@ class PartitionSequencer:
                                 encode_sequenced(out)))
         producer = self._producer
         if producer is None:
-            raise KafkaError("no producer")
-        offsets = {TopicPartition(settings.topic_inbound, p): changes.position + 1}
-        sent: list[asyncio.Future[Any]] = []
-        dead_sent: list[asyncio.Future[Any]] = []
-        try:
-            async with asyncio.timeout(settings.sequencer_request_timeout_s):
-                await producer.begin_transaction()
-                for key, value in outputs:
-                    sent.append(await producer.send(settings.topic_messages, value, key, p))
-                n_outputs = len(sent)
-                for state_key, state_value in state_records(changes):
-                    sent.append(await producer.send(owner.follower.state_topic, state_value,
-                                                    state_key, p))
-                dedup = dedup_record(changes)
-                if dedup is not None:
-                    sent.append(await producer.send(owner.follower.dedup_topic, dedup, None, p))
-                for dead_key, dead_value in dead:
-                    dead_sent.append(await producer.send(settings.topic_dead_letter, dead_value,
-                                                         dead_key))
-                await producer.send_offsets_to_transaction(offsets, owner.app.conf.id)
-                await producer.commit_transaction()
-                metas = await asyncio.gather(*sent)
-        except BaseException as exc:
-            for future in sent + dead_sent:  # they fail with the transaction; unawaited
-                future.add_done_callback(_retrieve)
-            if isinstance(exc, FENCED):
-                raise Fenced(repr(exc)) from exc
-            raise
-        state_metas = metas[n_outputs:len(metas) - (dedup is not None)]
-        dedup_offset = metas[-1].offset if dedup is not None else None
-        store.commit(p, changes, state_offset=max(m.offset for m in state_metas),
-                     dedup_offset=dedup_offset)
+            raise StoreUnavailable("partition has no producer (not fenced yet)")
+        writes = [Write(settings.topic_messages, key, value, p) for key, value in outputs]
+        states = [Write(owner.follower.state_topic, key, value, p)
+                  for key, value in state_records(changes)]
+        dedup = dedup_record(changes)
+        writes += states
+        if dedup is not None:
+            writes.append(Write(owner.follower.dedup_topic, None, dedup, p))
+        writes += [Write(settings.topic_dead_letter, key, value) for key, value in dead]
+        got = await producer.commit(writes, {(settings.topic_inbound, p): changes.position + 1},
+                                    owner.app.conf.id)
+        first_state = len(outputs)
+        state_offset = max(got[first_state:first_state + len(states)])
+        dedup_offset = got[first_state + len(states)] if dedup is not None else None
+        store.commit(p, changes, state_offset=state_offset, dedup_offset=dedup_offset)
         owner.sequenced += len(outputs)
 
 
@@ -292,8 +258,7 @@ class Sequencer(mode.Service):
         self._store: LocalState | None = None
         self._follower: ChangelogFollower | None = None
         self._rebalance: asyncio.Task[None] | None = None
-        self._probe: AIOKafkaConsumer | None = None
-        self._probe_lock = asyncio.Lock()
+        self._probe: OffsetProbe | None = None
         self.sequenced = 0
         # mode's signal types want a receiver of any arguments; these take Faust's.
         app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
@@ -315,10 +280,7 @@ class Sequencer(mode.Service):
         self._store = LocalState(path)
         self._follower = ChangelogFollower(self.settings, self._store)
         await self._follower.start()
-        self._probe = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap,
-                                       enable_auto_commit=False,
-                                       isolation_level="read_committed",
-                                       client_id=f"{self.app.conf.id}-gap-probe")
+        self._probe = OffsetProbe(self.settings, client_id=f"{self.app.conf.id}-gap-probe")
         await self._probe.start()
 
     async def on_stop(self) -> None:
@@ -337,41 +299,11 @@ class Sequencer(mode.Service):
         """The offset of the first committed inbound record at or after `offset` (the
         rare check of a gap in the offsets a partition's events arrive with)."""
         assert self._probe is not None, "Sequencer not started"
-        tp = TopicPartition(self.settings.topic_inbound, partition)
-        async with self._probe_lock, asyncio.timeout(self.settings.sequencer_request_timeout_s):
-            self._probe.assign([tp])
-            self._probe.seek(tp, offset)
-            while True:
-                batches = await self._probe.getmany(tp, timeout_ms=500, max_records=1)
-                if batches.get(tp):
-                    return int(batches[tp][0].offset)
+        return await self._probe.first_offset(self.settings.topic_inbound, partition, offset)
 
-    async def new_producer(self, transactional_id: str) -> AIOKafkaProducer:
-        """A started transactional producer; once it has its producer id, every earlier
-        producer with the same transactional id is fenced."""
-        s = self.settings
-        producer = AIOKafkaProducer(
-            bootstrap_servers=s.kafka_bootstrap,
-            transactional_id=transactional_id,
-            transaction_timeout_ms=int(s.sequencer_transaction_timeout_s * 1000),
-            request_timeout_ms=int(s.sequencer_request_timeout_s * 1000),
-            max_batch_size=512 * 1024,
-            linger_ms=0,
-            # The next transaction's first request often meets the previous one's commit
-            # markers still being written (CONCURRENT_TRANSACTIONS); aiokafka retries after
-            # this backoff, 100 ms by default, which put the sequencer's median lag at ~65 ms.
-            retry_backoff_ms=TXN_RETRY_BACKOFF_MS,
-            client_id=transactional_id,
-        )
-        try:
-            async with asyncio.timeout(s.sequencer_request_timeout_s):
-                await producer.start()
-                await producer.begin_transaction()  # waits for the producer id: the fence
-                await producer.abort_transaction()
-        except BaseException:
-            await producer.stop()
-            raise
-        return producer
+    async def new_producer(self, transactional_id: str) -> PartitionTransactions:
+        """A started transactional producer: every earlier one of the id is fenced."""
+        return await PartitionTransactions.fence(self.settings, transactional_id)
 
     def _partition(self, partition: int) -> PartitionSequencer:
         if partition not in self._partitions:
@@ -407,7 +339,7 @@ class Sequencer(mode.Service):
                 log.info("generation %d: sequencing partitions %s (ready in %.2fs), standby "
                          "for the others", generation, sorted(mine), time.monotonic() - began)
                 return
-            except (KafkaError, OSError, TimeoutError, ValueError) as exc:
+            except (StoreUnavailable, TimeoutError, ValueError) as exc:
                 log.warning("generation %d: taking partitions over failed (%r); retrying in "
                             "%.1fs", generation, exc, delay)
                 await asyncio.sleep(delay)

@@ -69,3 +69,8 @@ class RecordError(ImflowError):
 
 class StoreUnavailable(ImflowError):
     """A backing store (Redis, HBase, Kafka) did not answer; the caller retries."""
+
+
+class Fenced(ImflowError):
+    """A newer producer took this one's transactional id over (another process owns the
+    partition now): this one must stop writing."""

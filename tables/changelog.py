@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from app.errors import StoreUnavailable
 from app.settings import Settings
 from app.stores.kafka import topic_partitions
 from tables.sequencer_state import LocalState
@@ -72,7 +73,10 @@ class ChangelogFollower:
             fetch_max_wait_ms=POLL_TIMEOUT_MS,
             client_id=f"{self._settings.app_prefix}-sequencer-changelog",
         )
-        await self._consumer.start()
+        try:
+            await self._consumer.start()
+        except (KafkaError, OSError) as exc:
+            raise StoreUnavailable(f"changelog consumer: {exc!r}") from exc
         self._task = asyncio.create_task(self._run(), name="imflow-changelog-follower")
 
     async def stop(self) -> None:
@@ -101,7 +105,10 @@ class ChangelogFollower:
         stable offset), to be read before sequencing it."""
         tps = [TopicPartition(self.state_topic, partition),
                TopicPartition(self.dedup_topic, partition)]
-        ends = await self.consumer.end_offsets(tps)
+        try:
+            ends = await self.consumer.end_offsets(tps)
+        except (KafkaError, OSError) as exc:
+            raise StoreUnavailable(f"changelog end offsets: {exc!r}") from exc
         return {tp: int(ends[tp]) for tp in tps}
 
     async def catch_up(self, partition: int) -> float:

@@ -5,7 +5,6 @@ seq, in log order. Small fakes of the producer and the changelog; the real local
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,51 +12,40 @@ from typing import Any
 import pytest
 
 from agents.sequencer import PartitionSequencer
+from app.errors import StoreUnavailable
 from app.models import direct_conversation, encode_send, parse_sequenced
+from app.stores.kafka import Write
 from tables.sequencer_state import LocalState
 
 MESSAGES, STATE, DEDUP = "messages", "state", "dedup"
 
 
-class FakeProducer:
-    """A transactional producer: sends are visible (in `log.committed`) only on commit."""
+class FakeTransactions:
+    """A partition's transactional writer (app.stores.kafka.PartitionTransactions): the
+    writes of a transaction become visible (`log.committed`) only when all succeed."""
 
-    def __init__(self, log: SimpleNamespace, number: int) -> None:
-        self.log, self.number = log, number
-        self.pending: list[tuple[str, bytes | None, bytes]] = []
-        self.offsets: dict[Any, int] = {}
+    def __init__(self, log: SimpleNamespace) -> None:
+        self.log = log
         self.stopped = False
 
-    async def begin_transaction(self) -> None:
-        assert not self.stopped, "a stopped (fenced) producer must not be used"
-        self.pending, self.offsets = [], {}
+    async def commit(self, writes: list[Write], offsets: dict[tuple[str, int], int],
+                     group_id: str) -> list[int]:
+        assert not self.stopped, "a closed (fenced) producer must not be used"
+        got: list[int] = []
+        counts: dict[str, int] = {}
+        for w in writes:
+            if self.log.fail_on_topic == w.topic:
+                self.log.fail_on_topic = None
+                raise StoreUnavailable(f"broker connection lost while sending to {w.topic}")
+            counts[w.topic] = counts.get(w.topic, 0) + 1
+            got.append(self.log.next_offset.get(w.topic, 0) + counts[w.topic] - 1)
+        for w in writes:
+            self.log.committed.append((w.topic, w.key, w.value))
+            self.log.next_offset[w.topic] = self.log.next_offset.get(w.topic, 0) + 1
+        self.log.inbound_committed.update(offsets)
+        return got
 
-    async def send(self, topic: str, value: bytes, key: bytes | None = None,
-                   partition: int | None = None) -> asyncio.Future[Any]:
-        if self.log.fail_on_topic == topic:
-            self.log.fail_on_topic = None
-            raise OSError(f"broker connection lost while sending to {topic}")
-        self.pending.append((topic, key, value))
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        offset = self.log.next_offset.get(topic, 0) + len(
-            [p for p in self.pending if p[0] == topic]) - 1
-        future.set_result(SimpleNamespace(offset=offset))
-        return future
-
-    async def send_offsets_to_transaction(self, offsets: dict[Any, int], group: str) -> None:
-        self.offsets = dict(offsets)
-
-    async def commit_transaction(self) -> None:
-        for topic, key, value in self.pending:
-            self.log.committed.append((topic, key, value))
-            self.log.next_offset[topic] = self.log.next_offset.get(topic, 0) + 1
-        self.log.inbound_committed.update(self.offsets)
-        self.pending = []
-
-    async def abort_transaction(self) -> None:
-        self.pending = []
-
-    async def stop(self) -> None:
+    async def close(self) -> None:
         self.stopped = True
 
 
@@ -81,10 +69,10 @@ class FakeOwner:
     async def _catch_up(self, partition: int) -> float:
         return 0.0  # nothing was committed by another process
 
-    async def new_producer(self, transactional_id: str) -> FakeProducer:
+    async def new_producer(self, transactional_id: str) -> FakeTransactions:
         for earlier in self.log.producers:
             earlier.stopped = True  # the new producer id fences every earlier one
-        producer = FakeProducer(self.log, len(self.log.producers))
+        producer = FakeTransactions(self.log)
         self.log.producers.append(producer)
         return producer
 
