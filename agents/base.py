@@ -26,9 +26,9 @@ from agents.transport import ShortFetchTransport
 from app.errors import StoreUnavailable
 from app.models import SequencedRecord, parse_sequenced
 from app.settings import Settings, get_settings
-from app.sinks import Sink
 from app.stores.history import HistoryStore
 from app.stores.redis_client import create_redis
+from app.usecases.sinks import Sink
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +241,7 @@ async def sequenced_batches(
 
 def create_sink_app(sink: Sink, settings: Settings) -> faust.App:
     """A Faust app `<prefix>-<sink name>` whose one agent applies batches of
-    `imflow.messages` to the sink (app/sinks.py).
+    `imflow.messages` to the sink (app/usecases/sinks.py).
 
     The sink's client (Redis or HBase) is started with the app; the sink is made once
     the agent starts (the client is connected by then). A failing batch is retried until

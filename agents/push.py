@@ -9,6 +9,6 @@ from __future__ import annotations
 
 from agents.base import create_sink_app
 from app.settings import get_settings
-from app.sinks import SINKS
+from app.usecases.sinks import SINKS
 
 app = create_sink_app(SINKS["push"], get_settings())

@@ -70,7 +70,7 @@ def _time_ms(value: str) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from app.replay import ReplayRange, replay
+    from app.usecases.replay import ReplayRange, replay
 
     rng = ReplayRange(
         partitions=[int(p) for p in args.partitions.split(",")] if args.partitions else None,
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("replay", help="re-apply a range of imflow.messages to sinks "
                        "(idempotent; rebuilds a wiped Redis or HBase)")
-    from app.sinks import SINKS
+    from app.usecases.sinks import SINKS
     p.add_argument("--sinks", default="inbox,history",
                    help=f"comma list of {','.join(SINKS)}")
     p.add_argument("--partitions", help="comma list (default: all)")

@@ -27,13 +27,13 @@ import orjson
 
 from app.auth import mint_token
 from app.settings import Settings
-from app.sinks import SINKS
+from app.usecases.sinks import SINKS
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: scripts/, the Procfile
 BIN = Path(sys.executable).parent
 # As in the Procfile: uvloop cut an agent's CPU per record by a fifth (bench.stages).
 FAUST_WORKER = (str(BIN / "faust"), "-L", "uvloop", "-A")
-AGENTS = ("sequencer", *SINKS)  # every agent: the sequencer, then each sink (app/sinks.py)
+AGENTS = ("sequencer", *SINKS)  # every agent: the sequencer, then each sink (app/usecases/sinks.py)
 T = TypeVar("T")
 
 

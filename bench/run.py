@@ -47,9 +47,9 @@ from app.devstack import (
     prepared_env,
     wait_for,
 )
-from app.sinks import SINKS
 from app.stores import keys
 from app.stores.history import conversation_prefix
+from app.usecases.sinks import SINKS
 
 PY = sys.executable
 DRAIN_LIMIT_S = 240  # how long a run may take to deliver what it got accepted

@@ -27,7 +27,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from app.devstack import FAUST_WORKER, Stack, prepared_env, settings_from_env
 from app.models import direct_conversation, encode_send, message_id_for, now_ms
-from app.sinks import SINKS
+from app.usecases.sinks import SINKS
 
 POLL_S = 0.2
 BODY = orjson.dumps({"text": "x" * 64})

@@ -5,7 +5,7 @@ stored once, in `feed:{g:<gid>}`, instead of once per member inbox. Each member 
 *span* per such group in `spans:{<user>}`: the feed entries from the one where they
 joined (or where the group switched) to the one where they were removed, if they were.
 (A member removed and added back has several spans.) A sync reads the user's inbox and
-the spans of their feeds (app/sync.py merges them), so a member sees exactly the entries
+the spans of their feeds (app/usecases/sync.py merges them), so a member sees exactly the entries
 from their point in the log (G4) and no others (G5). `feedusers:{g:<gid>}` lists everyone
 who ever had a span there: the push agent picks online members from it (app/stores/push.py).
 

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.errors import BadRequest
 from app.stores.inbox import newest_first
-from app.sync import SyncCursor, large_group_summaries, read_page
+from app.usecases.sync import SyncCursor, large_group_summaries, read_page
 from app.web.access import require_member
 from app.web.context import (
     FEEDS,

@@ -21,7 +21,7 @@ from app.stores import keys
 from app.stores.feeds import FeedStore
 from app.stores.history import HistoryStore, ensure_table
 from app.stores.inbox import InboxStore
-from app.sync import SyncCursor, read_page
+from app.usecases.sync import SyncCursor, read_page
 
 pytestmark = pytest.mark.services
 RETENTION_S = 2

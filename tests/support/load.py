@@ -25,7 +25,7 @@ from app.settings import Settings
 from app.stores.feeds import FeedStore
 from app.stores.history import HistoryStore
 from app.stores.inbox import InboxStore
-from app.sync import SyncCursor, read_page
+from app.usecases.sync import SyncCursor, read_page
 
 REQUEST_TIMEOUT_S = 5.0
 

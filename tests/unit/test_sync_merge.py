@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from app.stores.feeds import Span
-from app.sync import SyncCursor, feed_start, merge
+from app.usecases.sync import SyncCursor, feed_start, merge
 
 
 def row(stream_id: str, seq: int, cid: str = "u:a:b") -> tuple[bytes, dict[bytes, bytes]]:

@@ -16,10 +16,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from app.models import SequencedRecord, parse_sequenced
 from app.settings import Settings
-from app.sinks import SINKS, Applied
 from app.stores.history import HistoryStore
 from app.stores.kafka import topic_partitions
 from app.stores.redis_client import create_redis
+from app.usecases.sinks import SINKS, Applied
 
 
 @dataclass

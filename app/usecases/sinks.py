@@ -14,10 +14,10 @@ from typing import Any, Literal
 
 from app.models import SequencedRecord
 from app.settings import Settings
-from app.stores.delivery import OfflineDelivery
 from app.stores.feeds import FeedStore
 from app.stores.history import HistoryStore
 from app.stores.push import PushPublisher
+from app.usecases.delivery import OfflineDelivery
 
 
 @dataclass(frozen=True)
