@@ -80,6 +80,8 @@ async def errors_and_metrics(request: web.Request, handler: Handler) -> web.Stre
             raise
         code = exc.reason.lower().replace(" ", "_")
         response = _error(exc.status, code, exc.reason)
+        if "Allow" in exc.headers:  # 405: RFC 9110 requires the methods the target allows
+            response.headers["Allow"] = exc.headers["Allow"]
     except Exception:
         log.exception("unhandled error on %s", name)
         response = _error(500, "internal", "internal server error")
