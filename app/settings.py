@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     history_default_limit: int = 20
     history_max_limit: int = 100
     ws_heartbeat_s: float = 20.0
+    demo: bool = Field(
+        False, description="Serve the demo chat page at / and its development login "
+        "(POST /demo/login mints a token for any user name). `make run` sets IMFLOW_DEMO=1; "
+        "never in production: anyone could log in as anyone.")
 
     # --- agents ---
     agent_session_timeout_s: float = Field(

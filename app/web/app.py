@@ -27,7 +27,7 @@ from app.stores.kafka import InboundProducer
 from app.stores.push import PresenceStore
 from app.stores.ratelimit import RateLimiter
 from app.stores.redis_client import create_redis
-from app.web import groups, live, messages, ops, reads
+from app.web import demo, groups, live, messages, ops, reads
 from app.web.context import (
     FEEDS,
     GROUPS,
@@ -113,6 +113,8 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/healthz", ops.healthz)
     app.router.add_get("/readyz", ops.readyz)
     app.router.add_get("/metrics", ops.metrics)
+    if settings.demo:
+        demo.add_routes(app)  # the chat page and its dev login; without them / is a 404
     return app
 
 
