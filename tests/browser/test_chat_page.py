@@ -62,6 +62,7 @@ async def test_two_users_chat_live(
     await expect(bubble).to_be_hidden()
     await bob_page.get_by_test_id("composer").fill("hi alice")
     await bob_page.get_by_test_id("send").click()
+    await expect(bob_page.get_by_test_id("message").get_by_text("hi alice")).to_be_visible()
     await shot(bob_page, "bob-replied")
 
     await expect(alice_page.get_by_test_id("message").get_by_text("hi alice")).to_be_visible()
