@@ -1,5 +1,11 @@
 """The OpenAPI document is the server's exact contract: Schemathesis (every check, with a
-valid token) finds nothing against a live web process of the test stack."""
+valid token) finds nothing against a live web process of the test stack.
+
+GET /v1/ws is left out: it is a WebSocket, which an HTTP fuzzer cannot speak. After a
+valid handshake (101) the connection carries WebSocket frames, and the fuzzer's HTTP
+client reuses it for its next request, which then fails as a network error (seen with
+seed 2026). Its contract is tested where a WebSocket client is: tests/e2e/test_push.py
+(401, frames, ping/pong) and tests/unit/test_methods.py (400 without a handshake, 405)."""
 
 from __future__ import annotations
 
@@ -16,7 +22,6 @@ pytestmark = pytest.mark.services
 
 ARTIFACTS = ROOT / "tests" / "artifacts"
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
-CONFIG = Path(__file__).with_name("schemathesis.toml")
 
 
 async def test_schemathesis_with_every_check_finds_nothing(stack: Stack) -> None:
@@ -24,7 +29,7 @@ async def test_schemathesis_with_every_check_finds_nothing(stack: Stack) -> None
     out_dir = ARTIFACTS / "schemathesis"
     out_dir.mkdir(parents=True, exist_ok=True)
     argv = [
-        str(SCHEMATHESIS), "--config-file", str(CONFIG), "run", f"{url}/v1/openapi.json",
+        str(SCHEMATHESIS), "run", f"{url}/v1/openapi.json", "--exclude-path", "/v1/ws",
         "--checks", "all", "-H", f"Authorization: Bearer {stack.token('fuzzer')}",
         # a fixed seed keeps `make test` reproducible; IMFLOW_TEST_SCHEMATHESIS_* explore more
         "--max-examples", os.environ.get("IMFLOW_TEST_SCHEMATHESIS_EXAMPLES", "25"),

@@ -63,3 +63,16 @@ def test_allow_lists_exactly_the_documented_methods_plus_head() -> None:
         methods = {route.method for route in resource}
         declared = {m.upper() for m in ops}
         assert methods - {"HEAD"} == declared, path
+
+
+async def test_the_websocket_route_refuses_a_plain_get_with_the_documented_400(
+    client: TestClient[web.Request, web.Application],
+) -> None:
+    from app.auth import mint_token
+
+    assert (await client.get("/v1/ws")).status == 401  # no token: before anything else
+    token = mint_token("s" * 32, "alice")
+    resp = await client.get("/v1/ws", headers={"Authorization": f"Bearer {token}"})
+    assert resp.status == 400
+    assert (await resp.json())["error"]["code"] == "not_a_websocket_request"
+    assert "400" in build()["paths"]["/v1/ws"]["get"]["responses"]
