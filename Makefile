@@ -20,8 +20,8 @@ services: ## install, then start Redis, Kafka and HBase in the background
 init: .env ## create the Kafka topics and the HBase table (idempotent; services must run)
 	$(BIN)/imflow init
 
-run: services init ## everything: services, then web + every agent (Procfile) until Ctrl-C
-	$(BIN)/honcho start -f Procfile -p $${PORT:-8080}
+run: services init ## everything: services, then web + every agent (Procfile) until Ctrl-C; the demo chat page at /
+	IMFLOW_DEMO=$${IMFLOW_DEMO:-1} $(BIN)/honcho start -f Procfile -p $${PORT:-8080}
 
 lint:     ## ruff + mypy
 	$(BIN)/ruff check .

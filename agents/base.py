@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -22,6 +23,7 @@ import redis.asyncio as aioredis
 from faust.types import EventT
 from pydantic import ValidationError
 
+from agents import metrics
 from agents.transport import ShortFetchTransport
 from app.errors import StoreUnavailable
 from app.models import SequencedRecord, parse_sequenced
@@ -66,6 +68,7 @@ def create_faust_app(name: str, settings: Settings | None = None) -> faust.App:
     # Before anything (a topic, an agent) makes Faust create its default transport.
     app.transport = ShortFetchTransport(app.conf.broker_consumer, app,
                                         fetch_max_wait_ms=s.agent_fetch_max_wait_ms)
+    app.add_dependency(metrics.MetricsService(s, name))  # /metrics on the agent's own port
     return app
 
 
@@ -137,16 +140,19 @@ def dead_letter_value(msg: Any, reason: str) -> bytes:
 class DeadLetters:
     """Writes one record per rejected input to the dead-letter topic, with the reason."""
 
-    def __init__(self, app: faust.App, settings: Settings) -> None:
+    def __init__(self, app: faust.App, settings: Settings, agent: str) -> None:
         self._topic = topic(app, settings.topic_dead_letter)
+        self._counter = metrics.DEAD_LETTERS.labels(agent)
 
     async def send(self, event: EventT, reason: str) -> None:
         msg = event.message
         fut = await self._topic.send(key=msg.key, value=dead_letter_value(msg, reason))
         await fut  # acked before the bad record's offset can be committed
+        self._counter.inc()
 
 
-async def retry_forever(what: str, call: Callable[[], Awaitable[Any]]) -> Any:
+async def retry_forever(what: str, call: Callable[[], Awaitable[Any]], *,
+                        agent: str = "") -> Any:
     """Run `call` until it succeeds: a sink never skips a record because a store is down.
 
     The stream does not advance meanwhile, so no offset past the failed batch is committed.
@@ -156,6 +162,7 @@ async def retry_forever(what: str, call: Callable[[], Awaitable[Any]]) -> Any:
         try:
             return await call()
         except RETRYABLE as exc:
+            metrics.RETRIES.labels(agent, what).inc()
             log.warning("%s failed, retrying in %.1fs: %s", what, delay, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
@@ -225,11 +232,15 @@ async def event_batches(stream: Any, max_batch: int,
 
 
 async def sequenced_batches(
-    stream: Any, settings: Settings, dead_letters: DeadLetters
+    stream: Any, settings: Settings, dead_letters: DeadLetters, agent: str = ""
 ) -> AsyncIterable[Sequence[SequencedRecord]]:
     """Batches of parsed `imflow.messages` records; malformed ones go to dead-letter."""
+    consumed = metrics.RECORDS.labels(agent)
+    sizes = metrics.BATCH_RECORDS.labels(agent)
     async for events in event_batches(stream, settings.agent_batch_max,
                                       settings.agent_batch_linger_s):
+        consumed.inc(len(events))
+        sizes.observe(len(events))
         records: list[SequencedRecord] = []
         for event in events:
             try:
@@ -252,14 +263,20 @@ def create_sink_app(sink: Sink, settings: Settings) -> faust.App:
         RedisService(settings) if sink.uses == "redis" else HistoryService(settings))
     app = create_faust_app(name, settings)
     app.add_dependency(client)
-    dead_letters = DeadLetters(app, settings)
+    dead_letters = DeadLetters(app, settings, name)
+    applied = metrics.MESSAGES.labels(name)
+    batch_time = metrics.BATCH_SECONDS.labels(name, metrics.STORES.get(name, name))
 
     async def apply_batches(stream: Any) -> None:
         handle = sink.make(settings, client.client if isinstance(client, RedisService)
                            else client.store)
-        async for records in sequenced_batches(stream, settings, dead_letters):
+        async for records in sequenced_batches(stream, settings, dead_letters, name):
             if records:
-                await retry_forever(f"{name} batch", partial(handle, list(records)))
+                started = time.perf_counter()
+                await retry_forever(f"{name} batch", partial(handle, list(records)),
+                                    agent=name)
+                batch_time.observe(time.perf_counter() - started)
+                applied.inc(len(records))
 
     app.agent(topic(app, settings.topic_messages), name=f"{name}-sink")(apply_batches)
     return app

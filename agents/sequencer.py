@@ -35,6 +35,7 @@ import faust
 import mode
 from faust.types import TP, EventT
 
+from agents import metrics
 from agents.base import EventBatches, create_faust_app, dead_letter_value, topic
 from agents.sequencing import decide
 from app.errors import Fenced, RecordError, StoreUnavailable
@@ -154,10 +155,12 @@ class PartitionSequencer:
                     await self._transact(events)
                     return
                 except Fenced as exc:
+                    metrics.RETRIES.labels("sequencer", "fenced transaction").inc()
                     log.warning("partition %d fenced (%s); waiting for the rebalance",
                                 self.partition, exc)
                     wait = 2 * settings.agent_session_timeout_s
                 except (StoreUnavailable, TimeoutError) as exc:
+                    metrics.RETRIES.labels("sequencer", "failed transaction").inc()
                     log.warning("partition %d: transaction failed (%r); fencing again, "
                                 "catching up and retrying in %.1fs", self.partition, exc,
                                 delay)
@@ -245,6 +248,9 @@ class PartitionSequencer:
         dedup_offset = got[first_state + len(states)] if dedup is not None else None
         store.commit(p, changes, state_offset=state_offset, dedup_offset=dedup_offset)
         owner.sequenced += len(outputs)
+        metrics.MESSAGES.labels("sequencer").inc(len(outputs))
+        if dead:
+            metrics.DEAD_LETTERS.labels("sequencer").inc(len(dead))
 
 
 class Sequencer(mode.Service):
@@ -377,10 +383,18 @@ def create_sequencer_app(settings: Settings) -> faust.App:
     app.add_dependency(sequencer)
     inbound = topic(app, settings.topic_inbound)
 
+    consumed = metrics.RECORDS.labels("sequencer")
+    sizes = metrics.BATCH_RECORDS.labels("sequencer")
+    batch_time = metrics.BATCH_SECONDS.labels("sequencer", metrics.STORES["sequencer"])
+
     async def sequence(stream: Any) -> None:
         batches = EventBatches(stream, settings.agent_batch_max, settings.agent_batch_linger_s)
         async for events in batches:
+            consumed.inc(len(events))
+            sizes.observe(len(events))
+            started = time.perf_counter()
             await sequencer.process(events)
+            batch_time.observe(time.perf_counter() - started)
 
     app.agent(inbound, name="sequence")(sequence)
 

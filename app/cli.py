@@ -1,4 +1,5 @@
-"""`imflow` command line: run the web process, mint dev tokens, create topics and tables."""
+"""`imflow` command line: run the web process, mint dev tokens, create topics and tables,
+replay, send and tail messages, and show the agents' lag."""
 
 from __future__ import annotations
 
@@ -90,6 +91,123 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _web_url(args: argparse.Namespace) -> str:
+    settings = get_settings()
+    return str(args.url or f"http://{settings.host}:{settings.port}").rstrip("/")
+
+
+def _dev_token(user: str, device: str) -> str:
+    from app.auth import mint_token
+
+    settings = get_settings()
+    return mint_token(settings.jwt_secret(), user, device=device, ttl_s=settings.token_ttl_s)
+
+
+def _send(args: argparse.Namespace) -> int:
+    """POST /v1/messages as USER (a development token): what a client would do."""
+    import uuid
+
+    import aiohttp
+
+    payload: dict[str, object] = {
+        "client_msg_id": args.client_msg_id or f"cli-{uuid.uuid4().hex}",
+        "type": args.type, "body": {"text": args.text},
+    }
+    if args.group:
+        payload["conversation"] = f"g:{args.group}"
+    else:
+        payload["to"] = args.to
+    headers = {"Authorization": f"Bearer {_dev_token(args.sender, args.device)}"}
+
+    async def post() -> tuple[int, bytes]:
+        async with aiohttp.ClientSession() as session, session.post(
+                _web_url(args) + "/v1/messages", json=payload, headers=headers) as resp:
+            return resp.status, await resp.read()
+
+    status, body = asyncio.run(post())
+    print(body.decode(errors="replace"))
+    return 0 if status == 202 else 1
+
+
+def _format_push(message: dict[str, object]) -> str:
+    body = message.get("body")
+    text = body.get("text", body) if isinstance(body, dict) else body
+    when = datetime.fromtimestamp(int(str(message["ts"])) / 1000, UTC).strftime("%H:%M:%S")
+    return (f"{when} {message['conversation_id']} #{message['seq']} {message['sender']}: "
+            f"{text if isinstance(text, str) else orjson.dumps(text).decode()}")
+
+
+def _tail(args: argparse.Namespace) -> int:
+    """Print USER's live pushes (GET /v1/ws) until Ctrl-C, or until --count of them."""
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {_dev_token(args.user, args.device)}"}
+
+    async def follow() -> int:
+        seen = 0
+        async with aiohttp.ClientSession() as session, session.ws_connect(
+                _web_url(args) + "/v1/ws", headers=headers, heartbeat=20) as ws:
+            async for frame in ws:
+                if frame.type != aiohttp.WSMsgType.TEXT:
+                    break
+                data = orjson.loads(frame.data)
+                if data.get("type") == "ready":
+                    print(f"tailing {data['user']} (device {data['device']}); Ctrl-C stops",
+                          file=sys.stderr, flush=True)
+                elif data.get("type") == "message":
+                    message = data["message"]
+                    print(orjson.dumps(message).decode() if args.json
+                          else _format_push(message), flush=True)
+                    seen += 1
+                    if args.count and seen >= args.count:
+                        return 0
+        print("the server closed the connection", file=sys.stderr)
+        return 1
+
+    try:
+        return asyncio.run(follow())
+    except KeyboardInterrupt:
+        return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from app.usecases.stats import collect, totals
+
+    settings = get_settings()
+    try:
+        rows = asyncio.run(collect(settings, interval_s=args.interval))
+    except ValueError as exc:  # a topic is missing
+        print(f"imflow stats: {exc} (does it exist? `imflow init` creates the topics)",
+              file=sys.stderr)
+        return 1
+    if args.json:
+        print(orjson.dumps({"partitions": [r.as_dict() for r in rows],
+                            "agents": totals(rows), "interval_s": args.interval}).decode())
+        return 0
+    table = Table(title=f"imflow agents (rate over {args.interval:g} s)")
+    for name in ("agent", "topic", "partition", "committed", "end", "lag", "rate/s"):
+        table.add_column(name, justify="left" if name in ("agent", "topic") else "right")
+    sums = totals(rows)
+    last = None
+    for row in rows:
+        if last is not None and row.agent != last:
+            agg = sums[last]
+            table.add_row(f"{last} total", "", "", "", "", str(agg["lag"]), f"{agg['rate']:g}",
+                          end_section=True)
+        last = row.agent
+        table.add_row(row.agent, row.topic, str(row.partition),
+                      "-" if row.committed is None else str(row.committed), str(row.end),
+                      str(row.lag), f"{row.rate:g}")
+    if last is not None:
+        agg = sums[last]
+        table.add_row(f"{last} total", "", "", "", "", str(agg["lag"]), f"{agg['rate']:g}")
+    Console().print(table)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="imflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -123,6 +241,33 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("openapi", help="regenerate app/web/openapi.json from the models")
     p.set_defaults(func=_openapi)
+
+    p = sub.add_parser("send", help="send TEXT as USER through the web API (a dev token)")
+    p.add_argument("--as", dest="sender", required=True, metavar="USER")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--to", metavar="USER", help="a one-to-one message")
+    target.add_argument("--group", metavar="GID", help="a message to group GID")
+    p.add_argument("text")
+    p.add_argument("--type", default="text")
+    p.add_argument("--client-msg-id", help="default: a new random id (give one to retry)")
+    p.add_argument("--device", default="cli")
+    p.add_argument("--url", help="web base URL (default: http://IMFLOW_HOST:IMFLOW_PORT)")
+    p.set_defaults(func=_send)
+
+    p = sub.add_parser("tail", help="print USER's live pushes (WebSocket) until Ctrl-C")
+    p.add_argument("user")
+    p.add_argument("--device", default="cli-tail")
+    p.add_argument("--json", action="store_true", help="one message JSON per line")
+    p.add_argument("--count", type=int, help="exit after this many messages")
+    p.add_argument("--url", help="web base URL (default: http://IMFLOW_HOST:IMFLOW_PORT)")
+    p.set_defaults(func=_tail)
+
+    p = sub.add_parser("stats", help="per agent and partition: committed offset, end offset, "
+                       "lag, rate")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--interval", type=float, default=1.0,
+                   help="seconds between the two samples the rate is measured over")
+    p.set_defaults(func=_stats)
 
     args = parser.parse_args(argv)
     return int(args.func(args))

@@ -61,6 +61,7 @@ def session_env(run_id: str, workdir: Path, **overrides: str) -> dict[str, str]:
         IMFLOW_HBASE_TABLE=f"history_{run_id}",
         IMFLOW_PARTITIONS="4",
         IMFLOW_SEND_RATE_PER_S="100000",  # tests send fast; web[2] has a low limit
+        IMFLOW_AGENT_METRICS_PORT="0",  # no fixed ports: `launched(metrics=True)` picks free ones
         IMFLOW_FAUST_DATA_DIR=str(workdir / "faust"),
         PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         PYTHONUNBUFFERED="1",
@@ -97,6 +98,7 @@ class Stack:
     settings: Settings
     processes: dict[str, Process] = field(default_factory=dict)
     web_urls: list[str] = field(default_factory=list)
+    metrics_urls: dict[str, str] = field(default_factory=dict)  # agent process -> /metrics
 
     def token(self, user: str, device: str = "default", ttl_s: int = 3600) -> str:
         return mint_token(self.env["IMFLOW_SECRET"], user, device=device, ttl_s=ttl_s)
@@ -221,9 +223,11 @@ def drop_run_data(settings: Settings) -> None:
 @asynccontextmanager
 async def launched(env: dict[str, str], workdir: str | Path,
                    webs: Sequence[tuple[str, int, dict[str, str] | None]],
-                   agents: Sequence[str] = AGENTS) -> AsyncIterator[Stack]:
+                   agents: Sequence[str] = AGENTS, metrics: bool = False
+                   ) -> AsyncIterator[Stack]:
     """The agents (every one by default) and the given web processes, running and
-    passing messages (with no agents: the webs ready)."""
+    passing messages (with no agents: the webs ready); with `metrics`, each agent serves
+    its Prometheus metrics on a free port (`stack.metrics_urls`)."""
     import redis.asyncio as aioredis
 
     settings = settings_from_env(env)
@@ -233,7 +237,12 @@ async def launched(env: dict[str, str], workdir: str | Path,
     stack = Stack(env=env, workdir=Path(workdir), settings=settings)
     try:
         for agent in agents:
-            stack.start_agent(agent)
+            agent_env: dict[str, str] = {}
+            if metrics:
+                port = free_port()
+                agent_env["IMFLOW_AGENT_METRICS_PORT"] = str(port)
+                stack.metrics_urls[agent] = f"http://127.0.0.1:{port}/metrics"
+            stack.start_agent(agent, env=agent_env)
         for name, port, extra in webs:
             stack.start_web(name, port, env=extra)
         if agents:

@@ -14,16 +14,38 @@ import time
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
 
 from app.errors import RecordError
 
-ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
-_ID_RE = re.compile(ID_PATTERN)
+ID_CHARS = r"[A-Za-z0-9_.-]{1,64}"
+ID_PATTERN = rf"^{ID_CHARS}$"  # JSON Schema / Rust regex: `$` is the end of the text
+_ID_RE = re.compile(ID_CHARS)  # used with fullmatch: Python's `$` also matches before "\n"
+CONVERSATION_PATTERN = rf"^(u:{ID_CHARS}:{ID_CHARS}|g:{ID_CHARS})$"
+MAX_SEQ = 10**16 - 1  # the HBase row key stores 10^16 - 1 - seq, zero-padded
+MAX_TS = 10**15 - 1  # history stores ts as 15 digits (ms: until the year 33658)
 UserId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 ClientMsgId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 MessageType = Annotated[str, StringConstraints(min_length=1, max_length=32)]
 RECORD_VERSION = 1
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema's integer includes 2.0: take an integral float as the int it is (strict
+    validation still refuses strings, booleans and 2.5)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_integral)]
 
 
 def now_ms() -> int:
@@ -31,7 +53,7 @@ def now_ms() -> int:
 
 
 def is_valid_id(value: str) -> bool:
-    return bool(_ID_RE.match(value))
+    return _ID_RE.fullmatch(value) is not None
 
 
 def direct_conversation(a: str, b: str) -> str:

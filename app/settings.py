@@ -65,12 +65,22 @@ class Settings(BaseSettings):
     history_default_limit: int = 20
     history_max_limit: int = 100
     ws_heartbeat_s: float = 20.0
+    demo: bool = Field(
+        False, description="Serve the demo chat page at / and its development login "
+        "(POST /demo/login mints a token for any user name). `make run` sets IMFLOW_DEMO=1; "
+        "never in production: anyone could log in as anyone.")
 
     # --- agents ---
     agent_session_timeout_s: float = Field(
         10.0, description="A worker that stops heartbeating (kill -9) loses its partitions "
         "after this long.")
     agent_batch_max: int = 500
+    agent_metrics_port: int | None = Field(
+        None, description="Port of this agent process's Prometheus metrics (default: 9101 "
+        "sequencer, 9102 inbox, 9103 history, 9104 push; 0: none). A second process of the "
+        "same agent needs a port of its own.")
+    agent_lag_interval_s: float = Field(
+        5.0, description="How often an agent refreshes its consumer-lag gauges.")
 
     agent_fetch_max_wait_ms: int = Field(
         100, description="Longest a Kafka fetch of an agent waits for data (Faust fixes "

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the services and the app need; idempotent, and quick when nothing changed.
-#   - Debian packages: redis-server, wrk (plus a JRE, maven, python3-venv only if missing)
+#   - Debian packages: redis-server, wrk, chromium, chromium-driver (plus a JRE, maven,
+#     python3-venv only if missing)
 #   - the virtualenv $VENV with `pip install -e ".[dev]"` (stamp keyed on pyproject.toml)
 #   - the Kafka jars (and the HBase jars when scripts/jars/hbase/pom.xml exists) via mvn
 #   scripts/install.sh [redis] [kafka] [hbase]   (default: all; the names only select jars)
@@ -24,6 +25,9 @@ dpkg -s redis-server >/dev/null 2>&1 || pkgs+=(redis-server)
 command -v java >/dev/null || pkgs+=(default-jre-headless)
 command -v mvn >/dev/null || pkgs+=(maven)
 command -v wrk >/dev/null || pkgs+=(wrk)  # the HTTP load generator of `make bench`
+# headless browser of tests/browser (Playwright drives /usr/bin/chromium; no browser download)
+dpkg -s chromium >/dev/null 2>&1 || pkgs+=(chromium)
+dpkg -s chromium-driver >/dev/null 2>&1 || pkgs+=(chromium-driver)
 if [[ ! -x "$VENV/bin/python" ]] && ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
   pkgs+=(python3-venv)
 fi

@@ -30,7 +30,7 @@ async def stack(stack_env: tuple[dict[str, str], str]) -> AsyncIterator[Stack]:
     env, workdir = stack_env
     webs = [("web1", free_port(), None), ("web2", free_port(), None),
             ("web3-limited", free_port(), {"IMFLOW_SEND_RATE_PER_S": "3"})]
-    async with launched(env, workdir, webs) as stack:
+    async with launched(env, workdir, webs, metrics=True) as stack:
         yield stack
 
 

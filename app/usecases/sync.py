@@ -26,7 +26,10 @@ from app.models import MEMBERS_MESSAGE_TYPE, parse_conversation
 from app.stores.feeds import FeedStore, Span
 from app.stores.inbox import InboxStore, id_tuple
 
-_STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+# Redis stream ids are two unsigned 64-bit numbers; 19 digits always fit (ms timestamps
+# have 13), so a cursor that passes this never makes Redis fail.
+_STREAM_ID = re.compile(r"\d{1,19}-\d{1,19}")
+CURSOR_PATTERN = (r"^(0|\d{1,19}-\d{1,19})(~g:[A-Za-z0-9_.-]{1,64}=\d{1,19}-\d{1,19})*$")
 Row = tuple[bytes, dict[bytes, bytes]]
 
 
@@ -39,12 +42,12 @@ class SyncCursor:
     def parse(cls, text: str) -> SyncCursor:
         """ValueError unless `text` is `0` or a cursor this module encoded."""
         head, *parts = text.split("~")
-        if head != "0" and not _STREAM_ID.match(head):
+        if head != "0" and not _STREAM_ID.fullmatch(head):
             raise ValueError(f"bad inbox position {head!r}")
         feeds: dict[str, str] = {}
         for part in parts:
             cid, _, position = part.rpartition("=")
-            if parse_conversation(cid)[0] != "g" or not _STREAM_ID.match(position):
+            if parse_conversation(cid)[0] != "g" or not _STREAM_ID.fullmatch(position):
                 raise ValueError(f"bad feed position {part!r}")
             feeds[cid] = position
         return cls(inbox=None if head == "0" else head, feeds=feeds)

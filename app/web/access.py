@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 
 from app.errors import BadRequest, Forbidden, NotFound
-from app.models import parse_conversation
+from app.models import CONVERSATION_PATTERN, parse_conversation
 from app.web.context import GROUPS
+
+_CID = re.compile(CONVERSATION_PATTERN.removesuffix("$") + r"\Z")
 
 
 async def require_member(app: web.Application, cid: str, user: str) -> str:
@@ -14,6 +18,9 @@ async def require_member(app: web.Application, cid: str, user: str) -> str:
     try:
         kind, parts = parse_conversation(cid)
     except ValueError as exc:
+        if _CID.match(cid):  # well-formed, but "u:b:a" names no conversation: "u:a:b" does
+            raise NotFound(f"no conversation {cid!r}: a direct conversation lists its two "
+                           "user ids sorted", code="no_such_conversation") from None
         raise BadRequest(str(exc), code="invalid_conversation") from None
     if kind == "u":
         if user not in parts:

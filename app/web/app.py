@@ -36,7 +36,7 @@ from app.stores.kafka import InboundProducer
 from app.stores.push import PresenceStore
 from app.stores.ratelimit import RateLimiter
 from app.stores.redis_client import create_redis
-from app.web import groups, live, messages, ops, reads
+from app.web import demo, groups, live, messages, ops, reads
 from app.web.context import (
     FEEDS,
     GROUPS,
@@ -103,6 +103,8 @@ async def errors_and_metrics(request: web.Request, handler: Handler) -> web.Stre
             raise
         code = exc.reason.lower().replace(" ", "_")
         response = _error(exc.status, code, exc.reason)
+        if "Allow" in exc.headers:  # 405: RFC 9110 requires the methods the target allows
+            response.headers["Allow"] = exc.headers["Allow"]
     except Exception:
         log.exception("unhandled error on %s", name)
         response = _error(500, "internal", "internal server error")
@@ -138,6 +140,8 @@ def create_app(settings: Settings, *, stores: bool = True) -> web.Application:
     app.router.add_get("/healthz", ops.healthz)
     app.router.add_get("/readyz", ops.readyz)
     app.router.add_get("/metrics", ops.metrics)
+    if settings.demo:
+        demo.add_routes(app)  # the chat page and its dev login; without them / is a 404
     return app
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, TypeVar
 
 import orjson
@@ -23,6 +24,7 @@ from app.stores.ratelimit import RateLimiter
 from app.web.push_hub import PushHub
 
 M = TypeVar("M", bound=BaseModel)
+_INTEGER = re.compile(r"-?[0-9]{1,20}")
 
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", aioredis.Redis)
@@ -95,10 +97,9 @@ def int_query(request: web.Request, name: str, *, default: int | None,
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"{name} must be an integer", code=f"invalid_{name}") from None
+    if not _INTEGER.fullmatch(raw):  # int() would also take " 5", "+5" and "5_0"
+        raise BadRequest(f"{name} must be an integer", code=f"invalid_{name}")
+    value = int(raw)
     if value < minimum or (maximum is not None and value > maximum):
         bounds = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
         raise BadRequest(f"{name} must be {bounds}", code=f"invalid_{name}")

@@ -4,6 +4,7 @@ answer waits until the change took effect, so the caller can act on it at once."
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,13 +27,20 @@ MAX_MEMBERS_PER_CHANGE = 10_000
 
 
 class CreateGroup(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     group_id: UserId
     members: list[UserId] = Field(default_factory=list, max_length=MAX_MEMBERS_PER_CHANGE)
 
 
+def _add_or_remove(schema: dict[str, Any]) -> None:
+    """The document states what the handler enforces: a change adds or removes someone."""
+    schema["anyOf"] = [
+        {"required": [name], "properties": {name: {"minItems": 1}}} for name in ("add", "remove")
+    ]
+
+
 class ChangeMembers(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True, json_schema_extra=_add_or_remove)
     add: list[UserId] = Field(default_factory=list, max_length=MAX_MEMBERS_PER_CHANGE)
     remove: list[UserId] = Field(default_factory=list, max_length=MAX_MEMBERS_PER_CHANGE)
 
@@ -81,8 +89,8 @@ async def change_members(request: web.Request) -> web.Response:
     await require_member(request.app, cid, me.user)
     if owner != me.user:
         raise Forbidden("only the group owner changes members", code="not_owner")
-    if owner in req.remove:
-        raise BadRequest("the owner cannot be removed", code="invalid_remove")
+    if owner in req.remove:  # a well-formed request the group's state refuses
+        raise Conflict("the owner cannot be removed", code="invalid_remove")
     seqs = []
     for op, who in (("add", req.add), ("remove", req.remove)):
         if who:

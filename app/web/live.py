@@ -10,6 +10,7 @@ import uuid
 import orjson
 from aiohttp import WSMsgType, web
 
+from app.errors import BadRequest
 from app.web.context import PRESENCE, PUSH_HUB, SETTINGS, identity
 
 log = logging.getLogger(__name__)
@@ -18,8 +19,11 @@ log = logging.getLogger(__name__)
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     me = identity(request)  # 401 before the upgrade
     settings = request.app[SETTINGS]
-    presence, hub = request.app[PRESENCE], request.app[PUSH_HUB]
     ws = web.WebSocketResponse(heartbeat=settings.ws_heartbeat_s)
+    if not ws.can_prepare(request).ok:
+        raise BadRequest("not a WebSocket upgrade request (RFC 6455 handshake headers)",
+                         code="not_a_websocket_request")
+    presence, hub = request.app[PRESENCE], request.app[PUSH_HUB]
     await ws.prepare(request)
     node = settings.node_id or f"{settings.host}:{settings.port}"
     connection = f"{node}/{uuid.uuid4().hex}"  # a reconnect must not lose to a stale close

@@ -6,10 +6,11 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.errors import BadRequest, PayloadTooLarge, RateLimited
 from app.models import (
+    CONVERSATION_PATTERN,
     ClientMsgId,
     MessageType,
     UserId,
@@ -30,14 +31,36 @@ from app.web.context import (
 )
 
 
-class SendRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+def _exactly_one_target(schema: dict[str, Any]) -> None:
+    """The document states what the handler enforces: `to` and `conversation` are strings
+    (null is refused) and exactly one of them is given."""
+    props = schema["properties"]
+    for name in ("to", "conversation"):
+        field = props[name]
+        (string,) = (s for s in field.pop("anyOf") if s.get("type") != "null")
+        field.pop("default", None)
+        field.update(string)
+    schema["oneOf"] = [{"required": ["to"]}, {"required": ["conversation"]}]
 
-    to: UserId | None = None
-    conversation: str | None = None
+
+class SendRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True,
+                              json_schema_extra=_exactly_one_target)
+
+    to: UserId | None = Field(None, description="a user id: the one-to-one chat with them")
+    conversation: str | None = Field(
+        None, pattern=CONVERSATION_PATTERN,
+        description="g:<group id>, or u:<a>:<b> (sorted ids) of a chat of the caller")
     client_msg_id: ClientMsgId
     type: MessageType = "text"
-    body: Any = None
+    body: Any = Field(None, description="any JSON, at most 64 KiB encoded (else 413)")
+
+    @field_validator("to", "conversation", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:  # runs only on given values, not the default
+        if value is None:
+            raise ValueError("must be a string when given")
+        return value
 
 
 async def _conversation_for(app: web.Application, sender: str, req: SendRequest) -> str:

@@ -13,10 +13,14 @@ from collections import defaultdict
 
 import redis.asyncio as aioredis
 from aiohttp import web
+from prometheus_client import Counter, Gauge
 
 from app.stores import keys
 
 log = logging.getLogger(__name__)
+
+OPEN_SOCKETS = Gauge("imflow_ws_open", "WebSockets open on this web process")
+PUSHES = Counter("imflow_ws_pushes_total", "Frames pushed to WebSockets (one per device)")
 
 
 class PushHub:
@@ -46,13 +50,15 @@ class PushHub:
             if not self._sockets.get(user):
                 await self._pubsub.subscribe(keys.push_channel(user))
             self._sockets[user].add(ws)
+            OPEN_SOCKETS.inc()
 
     async def detach(self, user: str, ws: web.WebSocketResponse) -> None:
         async with self._lock:
             sockets = self._sockets.get(user)
-            if sockets is None:
+            if sockets is None or ws not in sockets:
                 return
             sockets.discard(ws)
+            OPEN_SOCKETS.dec()
             if not sockets:
                 del self._sockets[user]
                 await self._pubsub.unsubscribe(keys.push_channel(user))
@@ -68,6 +74,7 @@ class PushHub:
                     for ws in list(self._sockets.get(user, ())):
                         if not ws.closed:
                             await ws.send_str(payload)
+                            PUSHES.inc()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis dropped: redis-py resubscribes on reconnect

@@ -7,6 +7,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.errors import BadRequest
+from app.models import MAX_SEQ, MAX_TS, JsonInt
 from app.stores.inbox import newest_first
 from app.usecases.sync import SyncCursor, large_group_summaries, read_page
 from app.web.access import require_member
@@ -58,8 +59,8 @@ async def history(request: web.Request) -> web.Response:
     await require_member(request.app, cid, me.user)
     limit = int_query(request, "limit", default=settings.history_default_limit,
                       minimum=1, maximum=settings.history_max_limit)
-    before = int_query(request, "before", default=None, minimum=1)
-    before_ts = int_query(request, "before_ts", default=None, minimum=0)
+    before = int_query(request, "before", default=None, minimum=1, maximum=MAX_SEQ + 1)
+    before_ts = int_query(request, "before_ts", default=None, minimum=0, maximum=MAX_TS)
     assert limit is not None
     page = await request.app[HISTORY].page(cid, before=before, before_ts=before_ts, limit=limit)
     return json_response(
@@ -81,8 +82,8 @@ async def conversations(request: web.Request) -> web.Response:
 
 
 class ReadMarker(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    seq: int = Field(ge=0)
+    model_config = ConfigDict(extra="ignore", strict=True)
+    seq: JsonInt = Field(ge=0, le=MAX_SEQ)
 
 
 async def mark_read(request: web.Request) -> web.Response:

@@ -46,7 +46,8 @@ async def test_group_lifecycle_and_who_may_change_it(
     assert changed["members"] == sorted([owner, bob, carol])
     status, body = await alice.request("POST", f"/v1/groups/{gid}/members",
                                        json={"remove": [owner]})
-    assert status == 400
+    # a well-formed change that the group's state refuses (the document's 409)
+    assert status == 409 and body["error"]["code"] == "invalid_remove"
 
 
 async def test_a_message_reaches_exactly_the_members_at_its_point_in_the_log(
