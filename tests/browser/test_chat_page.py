@@ -108,7 +108,10 @@ async def test_offline_user_catches_up_250_messages_in_order(
     # caught up page by page (200 a page) with the server-side cursor: no `since`
     assert len(syncs) >= 2 and all("since=" not in url for url in syncs), syncs
     await expect(bob_page.locator("#notice")).to_have_text("")  # no error left on the page
-    await bob_page.get_by_test_id("message").first.scroll_into_view_if_needed()
+    # scrolled by script: Playwright's scroll waits for the element to be "stable", which
+    # a long list still settling its layout can miss (a flaky timeout, seen once)
+    await bob_page.evaluate(
+        "document.querySelector('[data-testid=\"message\"]').scrollIntoView()")
     await shot(bob_page, "bob-caught-up-oldest")
 
 
