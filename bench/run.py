@@ -50,6 +50,7 @@ from app.devstack import (
 from app.stores import keys
 from app.stores.history import conversation_prefix
 from app.usecases.sinks import SINKS
+from bench.picture import draw
 
 PY = sys.executable
 DRAIN_LIMIT_S = 240  # how long a run may take to deliver what it got accepted
@@ -606,7 +607,8 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "latest.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     show(results)
-    console.print(f"wrote {RESULTS / 'latest.json'}")
+    picture = draw(results, RESULTS / "latest.png")
+    console.print(f"wrote {RESULTS / 'latest.json'} and {picture}")
 
 
 if __name__ == "__main__":
