@@ -33,6 +33,7 @@ from app.devstack import (
 )
 from app.models import direct_conversation
 from app.stores.kafka import key_partitioner
+from app.usecases.sinks import SINKS
 from tests.support.window import (
     committed,
     dir_bytes,
@@ -47,7 +48,6 @@ WINDOW = int(os.environ.get("IMFLOW_TEST_WINDOW_MESSAGES", "1000000"))
 pytestmark = [pytest.mark.services, pytest.mark.timeout(300 + WINDOW // 1000)]
 RSS_LIMIT_MB = 250
 FLOWING_WITHIN_S = 30
-SINKS = ("inbox", "history", "push")
 READY = re.compile(r"generation (\d+): sequencing partitions \[([0-9, ]*)\]")
 
 
