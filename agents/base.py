@@ -21,12 +21,11 @@ import mode
 import orjson
 import redis.asyncio as aioredis
 from faust.types import EventT
-from pydantic import ValidationError
 
 from agents import metrics
 from agents.transport import ShortFetchTransport
 from app.errors import StoreUnavailable
-from app.models import SequencedRecord, parse_sequenced
+from app.models import SequencedRecord, parse_sequenced_items
 from app.settings import Settings, get_settings
 from app.stores.history import HistoryStore
 from app.stores.redis_client import create_redis
@@ -121,19 +120,25 @@ class HistoryService(mode.Service):
             await self._store.close()
 
 
-def dead_letter_value(msg: Any, reason: str) -> bytes:
-    """The dead-letter record of a rejected input: the reason, where it was, and its value."""
-    value: bytes = msg.value if isinstance(msg.value, bytes) else bytes(msg.value or b"")
+def dead_letter_value(msg: Any, reason: str, *, index: int | None = None,
+                      item: bytes | None = None) -> bytes:
+    """The dead-letter record of a rejected input: the reason, where it was (topic,
+    partition, offset, and its index inside a batch record), and its value (the item's
+    own, for one message of a batch)."""
+    value: bytes = item if item is not None else (
+        msg.value if isinstance(msg.value, bytes) else bytes(msg.value or b""))
     record = {
         "reason": reason,
         "topic": msg.topic,
         "partition": msg.partition,
         "offset": msg.offset,
+        "index": index,
         "key": msg.key.decode("utf-8", "replace") if isinstance(msg.key, bytes) else None,
         "value": value.decode("utf-8", "replace"),
         "value_b64": base64.b64encode(value).decode(),
     }
-    log.warning("dead-letter %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, reason)
+    log.warning("dead-letter %s[%s]@%s#%s: %s", msg.topic, msg.partition, msg.offset,
+                index, reason)
     return orjson.dumps(record)
 
 
@@ -144,9 +149,11 @@ class DeadLetters:
         self._topic = topic(app, settings.topic_dead_letter)
         self._counter = metrics.DEAD_LETTERS.labels(agent)
 
-    async def send(self, event: EventT, reason: str) -> None:
+    async def send(self, event: EventT, reason: str, *, index: int | None = None,
+                   item: bytes | None = None) -> None:
         msg = event.message
-        fut = await self._topic.send(key=msg.key, value=dead_letter_value(msg, reason))
+        fut = await self._topic.send(key=msg.key, value=dead_letter_value(
+            msg, reason, index=index, item=item))
         await fut  # acked before the bad record's offset can be committed
         self._counter.inc()
 
@@ -243,10 +250,12 @@ async def sequenced_batches(
         sizes.observe(len(events))
         records: list[SequencedRecord] = []
         for event in events:
-            try:
-                records.append(parse_sequenced(event.message.value or b""))
-            except (ValidationError, ValueError) as exc:
-                await dead_letters.send(event, f"invalid sequenced record: {exc}")
+            for item in parse_sequenced_items(event.message.value):
+                if item.record is not None:
+                    records.append(item.record)
+                else:
+                    await dead_letters.send(event, item.error or "invalid sequenced record",
+                                            index=item.index, item=item.raw)
         yield records
 
 

@@ -38,10 +38,17 @@ from faust.types import TP, EventT
 from agents import metrics
 from agents.base import EventBatches, create_faust_app, dead_letter_value, topic
 from agents.sequencing import decide
-from app.errors import Fenced, RecordError, StoreUnavailable
-from app.models import encode_sequenced, parse_inbound
+from app.errors import Fenced, StoreUnavailable
+from app.models import InboundRecord, encode_batch, encode_sequenced, pack, parse_inbound_items
 from app.settings import Settings, get_settings
-from app.stores.kafka import OffsetProbe, PartitionTransactions, Write, ensure_topics
+from app.stores.kafka import (
+    OffsetProbe,
+    PartitionTransactions,
+    Write,
+    ensure_topics,
+    partition_of,
+    topic_partitions,
+)
 from tables.changelog import ChangelogFollower
 from tables.sequencer_state import Changes, LocalState, dedup_record, state_records
 
@@ -203,6 +210,20 @@ class PartitionSequencer:
             expected = offset + 1
         return accepted
 
+    def _message_writes(self, outputs: list[tuple[bytes, bytes]]) -> list[Write]:
+        """The sequenced records as few `imflow.messages` records as fit under the batch
+        size: a run of one stays the single record it is (key: its conversation)."""
+        settings = self._owner.settings
+        topic, p = settings.topic_messages, self.partition
+        values = [value for _, value in outputs]
+        writes = []
+        for start, end in pack(values, settings.record_batch_max_bytes):
+            if end - start == 1:
+                writes.append(Write(topic, outputs[start][0], values[start], p))
+            else:
+                writes.append(Write(topic, None, encode_batch(values[start:end]), p))
+        return writes
+
     async def _transact(self, events: Sequence[EventT]) -> None:
         owner, settings, p = self._owner, self._owner.settings, self.partition
         store = owner.store
@@ -216,24 +237,35 @@ class PartitionSequencer:
         dead: list[tuple[bytes | None, bytes]] = []
         for event in fresh:
             msg = event.message
-            try:
-                record = parse_inbound(msg.value, max_body_bytes=settings.max_body_bytes)
-            except RecordError as exc:
-                dead.append((msg.key, dead_letter_value(msg, exc.reason)))
-                continue
-            decision = decide(record, record_ts=int(msg.timestamp * 1000), state=view,
-                              read_threshold=settings.read_fanout_threshold)
-            if decision.status == "rejected":
-                dead.append((msg.key, dead_letter_value(msg, decision.reason)))
-            elif decision.output is not None:
-                decision.record_in(changes)
-                out = decision.output
-                outputs.append((out.message.conversation_id.encode(),
-                                encode_sequenced(out)))
+            items = parse_inbound_items(msg.value, max_body_bytes=settings.max_body_bytes)
+            batched = len(items) > 1 or items[0].index is not None
+            for item in items:
+                record = item.record
+                if record is None:
+                    dead.append((msg.key, dead_letter_value(
+                        msg, item.error or "invalid record", index=item.index, item=item.raw)))
+                    continue
+                reason: str | None
+                if batched and not owner.owns(p, record):
+                    reason = (f"conversation {record.conversation_id!r} belongs to another "
+                              f"partition than {p}")
+                else:
+                    decision = decide(record, record_ts=int(msg.timestamp * 1000), state=view,
+                                      read_threshold=settings.read_fanout_threshold)
+                    reason = decision.reason if decision.status == "rejected" else None
+                if reason is not None:
+                    dead.append((msg.key, dead_letter_value(
+                        msg, reason, index=item.index,
+                        item=record.model_dump_json().encode() if batched else None)))
+                elif decision.output is not None:
+                    decision.record_in(changes)
+                    out = decision.output
+                    outputs.append((out.message.conversation_id.encode(),
+                                    encode_sequenced(out)))
         producer = self._producer
         if producer is None:
             raise StoreUnavailable("partition has no producer (not fenced yet)")
-        writes = [Write(settings.topic_messages, key, value, p) for key, value in outputs]
+        writes = self._message_writes(outputs)
         states = [Write(owner.follower.state_topic, key, value, p)
                   for key, value in state_records(changes)]
         dedup = dedup_record(changes)
@@ -243,7 +275,7 @@ class PartitionSequencer:
         writes += [Write(settings.topic_dead_letter, key, value) for key, value in dead]
         got = await producer.commit(writes, {(settings.topic_inbound, p): changes.position + 1},
                                     owner.app.conf.id)
-        first_state = len(outputs)
+        first_state = len(writes) - len(states) - (dedup is not None) - len(dead)
         state_offset = max(got[first_state:first_state + len(states)])
         dedup_offset = got[first_state + len(states)] if dedup is not None else None
         store.commit(p, changes, state_offset=state_offset, dedup_offset=dedup_offset)
@@ -265,6 +297,7 @@ class Sequencer(mode.Service):
         self._follower: ChangelogFollower | None = None
         self._rebalance: asyncio.Task[None] | None = None
         self._probe: OffsetProbe | None = None
+        self._inbound_partitions = 0
         self.sequenced = 0
         # mode's signal types want a receiver of any arguments; these take Faust's.
         app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
@@ -282,6 +315,8 @@ class Sequencer(mode.Service):
 
     async def on_start(self) -> None:
         await ensure_topics(self.settings)
+        self._inbound_partitions = len(await topic_partitions(self.settings,
+                                                              self.settings.topic_inbound))
         path = Path(self.settings.faust_data_dir) / f"{self.app.conf.id}-state"
         self._store = LocalState(path)
         self._follower = ChangelogFollower(self.settings, self._store)
@@ -300,6 +335,12 @@ class Sequencer(mode.Service):
             await self._probe.stop()
         if self._store is not None:
             self._store.close()
+
+    def owns(self, partition: int, record: InboundRecord) -> bool:
+        """Whether the record's conversation belongs to `partition` (Kafka's key hash):
+        a batch record's items must, since a conversation's state lives in one partition."""
+        key = record.conversation_id.encode()
+        return partition_of(key, self._inbound_partitions) == partition
 
     async def first_offset(self, partition: int, offset: int) -> int:
         """The offset of the first committed inbound record at or after `offset` (the

@@ -75,14 +75,14 @@ def _replay(args: argparse.Namespace) -> int:
 
     rng = ReplayRange(
         partitions=[int(p) for p in args.partitions.split(",")] if args.partitions else None,
-        from_offset=args.from_offset, to_offset=args.to_offset,
+        from_offset=args.from_offset, from_index=args.from_index, to_offset=args.to_offset,
         from_ms=_time_ms(args.from_time) if args.from_time else None,
         to_ms=_time_ms(args.to_time) if args.to_time else None,
     )
     summary = asyncio.run(replay(get_settings(), args.sinks.split(","), rng,
                                  show_progress=not args.quiet))
     print(orjson.dumps({
-        "read": summary.read, "malformed": summary.malformed,
+        "records": summary.records, "read": summary.read, "malformed": summary.malformed,
         "inbox_deliveries": summary.inbox_deliveries, "inbox_written": summary.inbox_written,
         "inbox_skipped_duplicates": summary.inbox_skipped,
         "history_rows_written": summary.history_rows, "pushed": summary.pushed,
@@ -233,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"comma list of {','.join(SINKS)}")
     p.add_argument("--partitions", help="comma list (default: all)")
     p.add_argument("--from-offset", type=int, help="first offset, in every chosen partition")
+    p.add_argument("--from-index", type=int, help="with --from-offset: the first message "
+                   "inside the batch record at that offset (a message's address is "
+                   "partition, offset, index)")
     p.add_argument("--to-offset", type=int, help="stop before this offset")
     p.add_argument("--from-time", help="ISO-8601 time or epoch ms: first record at/after it")
     p.add_argument("--to-time", help="ISO-8601 time or epoch ms: stop before it")

@@ -2,8 +2,13 @@
 
 The record models are the contract for outside producers (see README, "Topics"): the
 web ingress and any other producer write `InboundSend` / `InboundMembers` to
-`imflow.inbound`; the sequencer writes `SequencedMessage` / `MembershipEvent` to
-`imflow.messages`.
+`imflow.inbound`; the sequencer writes `SequencedRecord`s to `imflow.messages`.
+
+Either topic may also carry batch records, `{"v": 1, "kind": "batch", "records": [...]}`,
+whose items are single records of that topic, in log order, all of one partition: the
+fixed costs of a Kafka record (Faust's per-event path, produce and fetch requests) are
+then paid once per batch. A message is addressed as (partition, offset, index), `index`
+being None for a single record.
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from typing import Annotated, Any, Literal
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import orjson
 from pydantic import (
@@ -181,8 +188,44 @@ def first_error(exc: ValidationError, whole: str) -> tuple[str, str]:
     return ".".join(str(p) for p in first["loc"]) or whole, first["msg"]
 
 
-def parse_inbound(raw: bytes | None, *, max_body_bytes: int) -> InboundRecord:
-    """Parse one `imflow.inbound` value, or raise RecordError with a readable reason."""
+# ---------------------------------------------------------------- batch records
+
+BATCH_KIND = "batch"
+_BATCH_HEAD = b'{"v":%d,"kind":"%s","records":[' % (RECORD_VERSION, BATCH_KIND.encode())
+
+
+def encode_batch(values: Sequence[bytes]) -> bytes:
+    """One batch record of already encoded single records (they are embedded as they are)."""
+    return _BATCH_HEAD + b",".join(values) + b"]}"
+
+
+def pack(values: Sequence[bytes], max_bytes: int) -> Iterator[tuple[int, int]]:
+    """[start, end) runs of `values` that each fit in one record of at most `max_bytes`
+    (a run of one is sent as the single record it is, so one value may be larger)."""
+    start, size = 0, len(_BATCH_HEAD) + 2
+    for i, value in enumerate(values):
+        if i > start and size + len(value) + 1 > max_bytes:
+            yield start, i
+            start, size = i, len(_BATCH_HEAD) + 2
+        size += len(value) + 1
+    if start < len(values):
+        yield start, len(values)
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Item(Generic[T]):
+    """One message of a record: parsed, or the reason it was rejected."""
+
+    index: int | None  # its place in a batch record; None for a single record
+    record: T | None
+    error: str | None = None
+    raw: bytes | None = None  # the item's own value, for a dead letter (None: the record's)
+
+
+def _load(raw: bytes | None) -> dict[str, Any]:
     if raw is None:
         raise RecordError("empty record value")
     if len(raw) > MAX_RECORD_BYTES:
@@ -193,6 +236,50 @@ def parse_inbound(raw: bytes | None, *, max_body_bytes: int) -> InboundRecord:
         raise RecordError(f"not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise RecordError("record is not a JSON object")
+    return data
+
+
+def _items(raw: bytes | None, parse: Any) -> list[Item[Any]]:
+    """The items of one record, each parsed by `parse(dict)` or rejected alone; a record
+    that is not even a batch's envelope is one rejected item."""
+    try:
+        data = _load(raw)
+        if data.get("kind") != BATCH_KIND:
+            return [Item(None, parse(data))]
+        if data.get("v") != RECORD_VERSION:
+            raise RecordError(f"unknown record version v={data.get('v')!r}")
+        if set(data) != {"v", "kind", "records"}:
+            raise RecordError("a batch record has exactly the fields v, kind and records")
+        items = data["records"]
+        if not isinstance(items, list) or not items:
+            raise RecordError("a batch record's records is a non-empty list")
+    except RecordError as exc:
+        return [Item(None, None, exc.reason)]
+    out: list[Item[Any]] = []
+    for index, item in enumerate(items):
+        try:
+            if not isinstance(item, dict):
+                raise RecordError("record is not a JSON object")
+            if item.get("kind") == BATCH_KIND:
+                raise RecordError("a batch record cannot hold a batch")
+            out.append(Item(index, parse(item)))
+        except RecordError as exc:
+            out.append(Item(index, None, exc.reason, orjson.dumps(item)))
+    return out
+
+
+def parse_inbound_items(raw: bytes | None, *, max_body_bytes: int) -> list[Item[InboundRecord]]:
+    """The messages of one `imflow.inbound` value, single or batch; a bad one is an Item
+    with its reason, and the others stand."""
+    return _items(raw, lambda data: _inbound(data, max_body_bytes))
+
+
+def parse_inbound(raw: bytes | None, *, max_body_bytes: int) -> InboundRecord:
+    """Parse one single `imflow.inbound` value, or raise RecordError with a readable reason."""
+    return _inbound(_load(raw), max_body_bytes)
+
+
+def _inbound(data: dict[str, Any], max_body_bytes: int) -> InboundRecord:
     if data.get("v") != RECORD_VERSION:
         raise RecordError(f"unknown record version v={data.get('v')!r}")
     kind = data.get("kind")
@@ -257,5 +344,19 @@ def encode_sequenced(record: SequencedRecord) -> bytes:
 
 
 def parse_sequenced(raw: bytes) -> SequencedRecord:
-    """Parse one `imflow.messages` value (written by the sequencer)."""
+    """Parse one single `imflow.messages` value (written by the sequencer)."""
     return SequencedRecord.model_validate_json(raw)
+
+
+def _sequenced(data: dict[str, Any]) -> SequencedRecord:
+    try:
+        return SequencedRecord.model_validate(data)
+    except ValidationError as exc:
+        where, problem = first_error(exc, "record")
+        raise RecordError(f"invalid sequenced record: {where}: {problem}") from None
+
+
+def parse_sequenced_items(raw: bytes | None) -> list[Item[SequencedRecord]]:
+    """The log entries of one `imflow.messages` value, single or batch; a bad one is an
+    Item with its reason, and the others stand."""
+    return _items(raw, _sequenced)

@@ -74,6 +74,15 @@ class Settings(BaseSettings):
     agent_session_timeout_s: float = Field(
         10.0, description="A worker that stops heartbeating (kill -9) loses its partitions "
         "after this long.")
+    record_batch_max_bytes: int = Field(
+        512 * 1024, description="Largest batch record the ingress and the sequencer write "
+        "(under Kafka's 1 MB default; a single message may be larger up to its own limit).")
+    ingress_batch_max_records: int = Field(
+        500, description="Most messages the ingress packs into one batch record.")
+    ingress_batch_linger_ms: float = Field(
+        2.0, description="While a partition's previous batch was more than one message, "
+        "the ingress waits this long for its next batch to fill; a message that arrives "
+        "alone at an idle moment is sent at once.")
     agent_batch_max: int = 500
     agent_metrics_port: int | None = Field(
         None, description="Port of this agent process's Prometheus metrics (default: 9101 "

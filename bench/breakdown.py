@@ -26,6 +26,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 
 from app.devstack import ROOT, Stack, free_port, launched, prepared_env
+from app.models import parse_sequenced_items
 from app.stores import keys
 from bench.run import client_env, pct, service_pids
 from bench.stages import cpu_seconds
@@ -43,8 +44,9 @@ async def sequenced_times(stack: Stack) -> dict[str, float]:
         while batch := await consumer.getmany(timeout_ms=2000):
             for records in batch.values():
                 for record in records:
-                    message = orjson.loads(record.value or b"{}").get("message", {})
-                    times[message.get("message_id", "")] = float(record.timestamp)
+                    for item in parse_sequenced_items(record.value):
+                        if item.record is not None:
+                            times[item.record.message.message_id] = float(record.timestamp)
     finally:
         await consumer.stop()
     return times

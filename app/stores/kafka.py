@@ -23,6 +23,7 @@ from aiokafka.errors import (
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 
 from app.errors import Fenced, StoreUnavailable
+from app.models import encode_batch, pack
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,11 @@ PRODUCER_FATAL = (OutOfOrderSequenceNumber, UnknownProducerId, ProducerFenced,
 @lru_cache(maxsize=100_000)
 def _key_hash(key: bytes) -> int:
     return int(murmur2(key)) & 0x7FFFFFFF
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives `key` among `partitions`."""
+    return _key_hash(key) % partitions
 
 
 def key_partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
@@ -61,6 +67,8 @@ class InboundProducer:
         self._settings = settings
         self._producer: AIOKafkaProducer | None = None
         self._starting = asyncio.Lock()
+        self._partitions: dict[str, list[int]] = {}
+        self._lanes: dict[tuple[str, int], _Lane] = {}
 
     def _new_producer(self) -> AIOKafkaProducer:
         s = self._settings
@@ -98,18 +106,29 @@ class InboundProducer:
             return self._producer
 
     async def stop(self) -> None:
+        for lane in self._lanes.values():
+            await lane.stop()
         if self._producer is not None:
             await self._producer.stop()
 
     async def send(self, topic: str, key: str, value: bytes) -> None:
-        """Produce one encoded record and wait for the broker's ack, or raise
-        StoreUnavailable."""
+        """Append one encoded record and wait for the broker's ack, or raise
+        StoreUnavailable. Records of one partition that arrive while its previous send is
+        under way go out together as one batch record (`_Lane`)."""
         producer: AIOKafkaProducer | None = None
         try:
             async with asyncio.timeout(self._settings.produce_timeout_s):
                 producer = await self._connected()
-                fut = await producer.send(topic, value, key=key.encode())
-                await fut
+                raw_key = key.encode()
+                partitions = self._partitions.get(topic)
+                if partitions is None:
+                    partitions = sorted(await producer.partitions_for(topic))
+                    self._partitions[topic] = partitions
+                partition = key_partitioner(raw_key, partitions, partitions)
+                lane = self._lanes.get((topic, partition))
+                if lane is None:
+                    lane = self._lanes[(topic, partition)] = _Lane(self, topic, partition)
+                await lane.add(raw_key, value)
         except (KafkaError, TimeoutError) as exc:
             if isinstance(exc, PRODUCER_FATAL) and producer is not None:
                 await self._reset(producer)
@@ -124,6 +143,7 @@ class InboundProducer:
                 self._producer = None
         if not current:
             return  # another send replaced it already
+        self._partitions.clear()
         log.warning("Kafka producer state lost; starting a new producer")
         await broken.stop()
 
@@ -134,6 +154,76 @@ class InboundProducer:
             await asyncio.wait_for(producer.client.fetch_all_metadata(), timeout=2)
         except (KafkaError, TimeoutError) as exc:
             raise StoreUnavailable(f"Kafka metadata: {exc!r}") from exc
+
+
+class _Lane:
+    """The records waiting for one partition of the ingress: one send under way at a
+    time; what arrives meanwhile goes out next, as one batch record (a single record when
+    alone). So a message that arrives at an idle moment is sent at once, and under load
+    the per-record costs of Kafka and of every agent downstream are paid per batch."""
+
+    def __init__(self, owner: InboundProducer, topic: str, partition: int) -> None:
+        self._owner = owner
+        self._topic = topic
+        self._partition = partition
+        self._pending: list[tuple[bytes, bytes, asyncio.Future[None]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def add(self, key: bytes, value: bytes) -> None:
+        acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        acked.add_done_callback(_retrieve)  # a caller that timed out no longer awaits it
+        self._pending.append((key, value, acked))
+        if self._task is None:
+            self._task = asyncio.create_task(self._send_all(), name="imflow-ingress-lane")
+        await asyncio.shield(acked)  # a timed-out caller leaves its record to go out
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        for _, _, acked in self._pending:
+            if not acked.done():
+                acked.set_exception(StoreUnavailable("the producer is stopping"))
+        self._pending = []
+
+    def _next_batch(self) -> list[tuple[bytes, bytes, asyncio.Future[None]]]:
+        settings = self._owner._settings
+        head = self._pending[:settings.ingress_batch_max_records]
+        _, end = next(pack([v for _, v, _ in head], settings.record_batch_max_bytes))
+        batch, self._pending = self._pending[:end], self._pending[end:]
+        return batch
+
+    async def _send_all(self) -> None:
+        settings = self._owner._settings
+        linger_s = settings.ingress_batch_linger_ms / 1000
+        most = settings.ingress_batch_max_records
+        busy = False
+        try:
+            while self._pending:
+                if busy and linger_s > 0 and len(self._pending) < most:
+                    await asyncio.sleep(linger_s)
+                batch = self._next_batch()
+                try:
+                    producer = await self._owner._connected()
+                    if len(batch) == 1:
+                        key, value, _ = batch[0]
+                        sent = await producer.send(self._topic, value, key=key,
+                                                   partition=self._partition)
+                    else:
+                        sent = await producer.send(
+                            self._topic, encode_batch([v for _, v, _ in batch]),
+                            partition=self._partition)
+                    await sent
+                except Exception as exc:  # the callers map it (send)
+                    for _, _, acked in batch:
+                        if not acked.done():
+                            acked.set_exception(exc)
+                else:
+                    for _, _, acked in batch:
+                        if not acked.done():
+                            acked.set_result(None)
+                busy = len(batch) > 1
+        finally:
+            self._task = None
 
 
 async def topic_partitions(settings: Settings, topic: str) -> set[int]:

@@ -11,10 +11,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from app.models import SequencedRecord, parse_sequenced
+from app.models import SequencedRecord, parse_sequenced_items
 from app.settings import Settings
 from app.stores.history import HistoryStore
 from app.stores.kafka import topic_partitions
@@ -26,6 +25,7 @@ from app.usecases.sinks import SINKS, Applied
 class ReplayRange:
     partitions: Sequence[int] | None = None  # None: all
     from_offset: int | None = None
+    from_index: int | None = None  # within the batch record at from_offset: start there
     to_offset: int | None = None  # exclusive
     from_ms: int | None = None
     to_ms: int | None = None  # exclusive
@@ -33,7 +33,8 @@ class ReplayRange:
 
 @dataclass
 class ReplaySummary:
-    read: int = 0
+    records: int = 0  # Kafka records read (a batch record carries many messages)
+    read: int = 0  # messages read
     malformed: int = 0
     applied: dict[str, Applied] = field(default_factory=dict)  # per sink, summed
     per_partition: dict[int, tuple[int, int]] = field(default_factory=dict)
@@ -127,18 +128,23 @@ async def replay(settings: Settings, sinks: Iterable[str], rng: ReplayRange, *,
                     for message in messages:
                         if message.offset >= end:
                             break
-                        summary.read += 1
-                        try:
-                            records.append(parse_sequenced(message.value or b""))
-                        except (ValidationError, ValueError):
-                            summary.malformed += 1
+                        summary.records += 1
+                        first = (rng.from_index or 0) if message.offset == rng.from_offset else 0
+                        for item in parse_sequenced_items(message.value):
+                            if item.index is not None and item.index < first:
+                                continue  # before the (offset, index) the range starts at
+                            summary.read += 1
+                            if item.record is None:
+                                summary.malformed += 1
+                            else:
+                                records.append(item.record)
                 # Interleave partitions by time; stable, so each conversation keeps its seq
                 # order (its ts never goes backwards).
                 records.sort(key=lambda r: r.message.ts)
                 for name, apply in applies.items():
                     if records:
                         summary.add(name, await apply(records))
-                progress.update(task, completed=summary.read)
+                progress.update(task, completed=summary.records)
                 for tp in list(todo):  # done once the next offset to read is the end
                     if await consumer.position(tp) >= todo[tp][1]:
                         consumer.pause(tp)

@@ -51,8 +51,9 @@ async def test_every_agent_counts_its_work_and_shows_lag_per_partition(
                     - value(before[agent], "imflow_agent_messages_total", agent=agent)) >= 10
             return now if done else None
         now = await wait_for(counted, within=30, what=f"{agent} counting 10 messages")
-        assert (value(now, "imflow_agent_records_total", agent=agent)
-                - value(before[agent], "imflow_agent_records_total", agent=agent)) >= 10
+        records = (value(now, "imflow_agent_records_total", agent=agent)
+                   - value(before[agent], "imflow_agent_records_total", agent=agent))
+        assert records >= 1  # a batch record carries one message or more
         assert value(now, "imflow_agent_batch_records_count", agent=agent) > 0
         assert value(now, "imflow_agent_batch_seconds_count", agent=agent,
                      store=stores[agent]) > 0

@@ -245,9 +245,11 @@ async def whole_inboxes(settings: Settings,
 
 def sequenced_messages(value: bytes) -> list[dict[str, Any]]:
     """The messages (membership changes included) that one `imflow.messages` record
-    carries. Today a record is one `{"v", "kind", "fanout", "message", "recipients"}`; a
-    record that batches many messages only needs a branch here."""
+    carries: one `{"v", "kind", "fanout", "message", "recipients"}`, or a batch record
+    `{"v", "kind": "batch", "records": [...]}` of them."""
     record = orjson.loads(value)
+    if record.get("kind") == "batch":
+        return [item["message"] for item in record["records"]]
     return [record["message"]]
 
 

@@ -12,11 +12,15 @@ from app.models import (
     InboundSend,
     Message,
     SequencedRecord,
+    encode_batch,
     encode_members,
     encode_send,
     encode_sequenced,
+    pack,
     parse_inbound,
+    parse_inbound_items,
     parse_sequenced,
+    parse_sequenced_items,
 )
 
 
@@ -56,3 +60,59 @@ def test_a_sequenced_record_round_trips() -> None:
                       type="text", body={"t": 1}, client_msg_id="c", ts=9)
     record = SequencedRecord(message=message, recipients=["a", "b"])
     assert parse_sequenced(encode_sequenced(record)) == record
+
+
+def test_a_batch_record_parses_into_its_items_in_order_each_checked_alone() -> None:
+    raw = encode_batch([encode_send("u:a:b", "a", "c-1"), b'{"v":2}',
+                        encode_members("g:t", "a", "add", ["b"], event_id="e")])
+    items = parse_inbound_items(raw, max_body_bytes=10)
+    assert [i.index for i in items] == [0, 1, 2]
+    assert isinstance(items[0].record, InboundSend)
+    assert items[1].record is None and items[1].error == "unknown record version v=2"
+    assert items[1].raw == b'{"v":2}'
+    assert isinstance(items[2].record, InboundMembers)
+
+
+def test_a_single_record_is_one_item_without_an_index() -> None:
+    (item,) = parse_inbound_items(encode_send("u:a:b", "a", "c-1"), max_body_bytes=10)
+    assert item.index is None and isinstance(item.record, InboundSend)
+    (bad,) = parse_inbound_items(b"{", max_body_bytes=10)
+    assert bad.index is None and bad.record is None and bad.error is not None
+    assert bad.error.startswith("not JSON")
+
+
+@pytest.mark.parametrize("raw, reason", [
+    (b'{"v":1,"kind":"batch","records":[]}', "non-empty list"),
+    (b'{"v":1,"kind":"batch","records":{}}', "non-empty list"),
+    (b'{"v":1,"kind":"batch","records":[1],"x":1}', "exactly the fields"),
+    (b'{"v":3,"kind":"batch","records":[1]}', "unknown record version"),
+])
+def test_a_bad_batch_envelope_rejects_the_whole_record(raw: bytes, reason: str) -> None:
+    (item,) = parse_inbound_items(raw, max_body_bytes=10)
+    assert item.index is None and item.record is None and reason in (item.error or "")
+
+
+def test_a_batch_cannot_nest_a_batch() -> None:
+    inner = encode_batch([encode_send("u:a:b", "a", "c-1")])
+    (item,) = parse_inbound_items(encode_batch([inner]), max_body_bytes=10)
+    assert item.index == 0 and item.error == "a batch record cannot hold a batch"
+
+
+def test_a_sequenced_batch_parses_into_its_records() -> None:
+    records = [SequencedRecord(message=Message(
+        message_id=f"m{i}", conversation_id="u:a:b", seq=i, sender="a", type="text",
+        body=None, client_msg_id=f"c{i}", ts=9), recipients=["a", "b"]) for i in (1, 2)]
+    raw = encode_batch([encode_sequenced(r) for r in records] + [b'{"v":1}'])
+    items = parse_sequenced_items(raw)
+    assert [i.record for i in items[:2]] == records
+    assert items[2].record is None and items[2].index == 2
+    assert "invalid sequenced record" in (items[2].error or "")
+
+
+def test_pack_keeps_each_run_under_the_limit_and_a_large_value_alone() -> None:
+    values = [b"x" * 40, b"y" * 40, b"z" * 200, b"w" * 10, b"v" * 10]
+    runs = list(pack(values, 130))
+    assert runs == [(0, 2), (2, 3), (3, 5)]
+    for start, end in runs:
+        if end - start > 1:
+            assert len(encode_batch(values[start:end])) <= 130

@@ -9,15 +9,17 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import orjson
 import pytest
 
 from agents.sequencer import PartitionSequencer
 from app.errors import StoreUnavailable
-from app.models import direct_conversation, encode_send, parse_sequenced
-from app.stores.kafka import Write
+from app.models import direct_conversation, encode_batch, encode_send, parse_sequenced_items
+from app.stores.kafka import Write, partition_of
 from tables.sequencer_state import LocalState
 
 MESSAGES, STATE, DEDUP = "messages", "state", "dedup"
+PARTITIONS = 2  # of the inbound topic, for the batch items' partition check
 
 
 class FakeTransactions:
@@ -60,7 +62,7 @@ class FakeOwner:
             topic_inbound="inbound", topic_messages=MESSAGES, topic_dead_letter="dead",
             max_body_bytes=64 * 1024, read_fanout_threshold=100,
             agent_heartbeat_interval_s=0.01, agent_session_timeout_s=1.0,
-            sequencer_request_timeout_s=5.0)
+            sequencer_request_timeout_s=5.0, record_batch_max_bytes=512 * 1024)
         self.follower = SimpleNamespace(state_topic=STATE, dedup_topic=DEDUP,
                                         catch_up=self._catch_up)
         self.app = SimpleNamespace(conf=SimpleNamespace(id="seq"), consumer_generation_id=1)
@@ -79,18 +81,41 @@ class FakeOwner:
     async def first_offset(self, partition: int, offset: int) -> int:
         return offset
 
+    def owns(self, partition: int, record: Any) -> bool:
+        return partition_of(record.conversation_id.encode(), PARTITIONS) == partition
+
+
+def send_value(sender: str, to: str, n: int) -> bytes:
+    return encode_send(direct_conversation(sender, to), sender, f"c{n}",
+                       body_json=str(n).encode(), accepted_at=1_000 + n)
+
 
 def inbound(offset: int, sender: str, to: str, n: int) -> Any:
-    value = encode_send(direct_conversation(sender, to), sender, f"c{n}",
-                        body_json=str(n).encode(), accepted_at=1_000 + n)
+    return record_at(offset, send_value(sender, to, n), direct_conversation(sender, to))
+
+
+def record_at(offset: int, value: bytes, key: str | None = None) -> Any:
     return SimpleNamespace(message=SimpleNamespace(
-        offset=offset, value=value, key=direct_conversation(sender, to).encode(),
-        timestamp=1.0 + n, partition=0, topic="inbound"))
+        offset=offset, value=value, key=key.encode() if key else None,
+        timestamp=1.0 + offset, partition=0, topic="inbound"))
 
 
 def sequenced(owner: FakeOwner) -> list[tuple[str, int, Any]]:
-    out = [parse_sequenced(v).message for t, _, v in owner.log.committed if t == MESSAGES]
+    out = [item.record.message for t, _, v in owner.log.committed if t == MESSAGES
+           for item in parse_sequenced_items(v) if item.record is not None]
     return [(m.conversation_id, m.seq, m.body) for m in out]
+
+
+def dead_letters(owner: FakeOwner) -> list[dict[str, Any]]:
+    return [orjson.loads(v) for t, _, v in owner.log.committed if t == "dead"]
+
+
+def users_in(partition: int, count: int) -> list[str]:
+    """Peers of "a" whose one-to-one chat with "a" is on `partition`."""
+    peers = (f"u{i}" for i in range(1000))
+    return [u for u in peers
+            if partition_of(direct_conversation("a", u).encode(), PARTITIONS) == partition
+            ][:count]
 
 
 @pytest.fixture
@@ -143,3 +168,46 @@ async def test_a_batch_fetched_before_a_rebalance_is_not_sequenced(
     owner.app.consumer_generation_id = 2
     await sequencer.sequence([inbound(0, "a", "b", 0)], 1)
     assert sequenced(owner) == []
+
+
+async def test_a_batch_record_is_sequenced_in_its_order_into_one_messages_record(
+        partition: tuple[PartitionSequencer, FakeOwner]) -> None:
+    sequencer, owner = partition
+    b, c = users_in(0, 2)
+    batch = encode_batch([send_value("a", b, 0), send_value(b, "a", 1), send_value("a", c, 2)])
+    await sequencer.sequence([record_at(0, batch)], 1)
+    ab, ac = direct_conversation("a", b), direct_conversation("a", c)
+    assert sequenced(owner) == [(ab, 1, 0), (ab, 2, 1), (ac, 1, 2)]
+    messages = [(k, v) for t, k, v in owner.log.committed if t == MESSAGES]
+    assert len(messages) == 1 and messages[0][0] is None  # one batch record, no key
+    assert orjson.loads(messages[0][1])["kind"] == "batch"
+    assert owner.store.position(0) == 0
+
+
+async def test_a_poison_message_inside_a_batch_is_dead_lettered_alone(
+        partition: tuple[PartitionSequencer, FakeOwner]) -> None:
+    sequencer, owner = partition
+    b, c = users_in(0, 2)
+    (elsewhere,) = users_in(1, 1)
+    poison = b'{"v":1,"kind":"send","conversation_id":"u:a:' + b.encode() + b'"}'
+    batch = encode_batch([send_value("a", b, 0), poison, send_value("a", elsewhere, 2),
+                          b"[1]", send_value("a", c, 4)])
+    await sequencer.sequence([record_at(0, batch)], 1)
+    ab, ac = direct_conversation("a", b), direct_conversation("a", c)
+    assert sequenced(owner) == [(ab, 1, 0), (ac, 1, 4)]
+    letters = dead_letters(owner)
+    assert [(d["partition"], d["offset"], d["index"]) for d in letters] == [
+        (0, 0, 1), (0, 0, 2), (0, 0, 3)]
+    assert "invalid field sender" in letters[0]["reason"]
+    assert orjson.loads(letters[0]["value"]) == orjson.loads(poison)  # the item, not the batch
+    assert "belongs to another partition" in letters[1]["reason"]
+    assert letters[2]["value"] == "[1]"
+
+
+async def test_a_single_bad_record_is_dead_lettered_whole_without_an_index(
+        partition: tuple[PartitionSequencer, FakeOwner]) -> None:
+    sequencer, owner = partition
+    await sequencer.sequence([record_at(0, b"not json", "u:a:b"), inbound(1, "a", "b", 1)], 1)
+    assert sequenced(owner) == [("u:a:b", 1, 1)]
+    (letter,) = dead_letters(owner)
+    assert (letter["offset"], letter["index"], letter["value"]) == (0, None, "not json")
