@@ -80,9 +80,9 @@ class Settings(BaseSettings):
     ingress_batch_max_records: int = Field(
         500, description="Most messages the ingress packs into one batch record.")
     ingress_batch_linger_ms: float = Field(
-        2.0, description="While a partition's previous batch was more than one message, "
-        "the ingress waits this long for its next batch to fill; a message that arrives "
-        "alone at an idle moment is sent at once.")
+        5.0, description="The ingress sends a round of batch records (one per partition) "
+        "at most this often; a message that arrives when the last round began longer ago "
+        "than this is sent at once, so an idle system adds no wait.")
     agent_batch_max: int = 500
     agent_metrics_port: int | None = Field(
         None, description="Port of this agent process's Prometheus metrics (default: 9101 "

@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.breakdown --rate 500 --duration 15   (after `make services`)
 
 Also the CPU milliseconds each process (imflow, the services and the load generator)
-spent per acked message over the run and drain.
+spent per acked message over the run and its catch-up (until the inboxes hold every acked message).
 For every acked message: client send -> web accepted (the message `ts`: its accepted_at,
 unless an earlier message of the conversation had a later one), accepted -> the
 sequenced record's Kafka timestamp (the sequencer's lag), that -> the XADD into the
@@ -17,6 +17,7 @@ import asyncio
 import shutil
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any, cast
@@ -52,6 +53,26 @@ async def sequenced_times(stack: Stack) -> dict[str, float]:
     return times
 
 
+async def inboxes_hold(stack: Stack, tag: str, pairs: int, count: int, *,
+                       within: float) -> float:
+    """Wait until the recipients' inboxes hold `count` messages (or `within` seconds
+    pass); the monotonic time it ended."""
+    redis = aioredis.from_url(stack.settings.redis_url)
+    deadline = time.monotonic() + within
+    try:
+        while time.monotonic() < deadline:
+            async with redis.pipeline(transaction=False) as pipe:
+                for i in range(pairs):
+                    pipe.xlen(keys.inbox(f"r{i}-{tag}"))
+                held = sum(await pipe.execute())
+            if held >= count:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await redis.aclose()
+    return time.monotonic()
+
+
 async def run(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> dict[str, Any]:
     webs = [(f"web{i + 1}", free_port(), None) for i in range(args.webs)]
     async with launched(env, workdir, webs) as stack:
@@ -74,7 +95,10 @@ async def run(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> d
             except TimeoutError:
                 pass
         sent = {m[0]: m for m in orjson.loads(out.read_bytes())["sent"] if m[4] == 202}
-        await asyncio.sleep(args.drain)  # a fixed window for the pipeline to finish
+        load_ended = time.monotonic()
+        caught_up = await inboxes_hold(stack, tag, args.pairs, len(sent), within=args.drain)
+        # CPU over the load and its catch-up only: a fixed drain window would add the
+        # idle stack's own CPU (about a third of a core here) to every message.
         cpu_ms = {name: round(1000 * (cpu_seconds(pid) - cpu_before[name]) / max(1, len(sent)), 3)
                   for name, pid in pids.items()}
         cpu_ms["loadgen"] = round(1000 * loadgen_cpu / max(1, len(sent)), 3)
@@ -108,6 +132,7 @@ async def run(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> d
     timeline = ({str(sec - start): [round(v) for v in worst[sec]] for sec in sorted(worst)}
                 if args.timeline else {})
     return {"rate": args.rate, "acked": len(sent), "measured": len(stages["web"]),
+            "caught_up_after_s": round(caught_up - load_ended, 2),
             "cpu_ms_per_message": cpu_ms,
             **({"worst_lag_ms_per_second": timeline} if args.timeline else {}),
             **{f"{k}_p50_ms": pct(v, 50) for k, v in stages.items()},
@@ -120,7 +145,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=15)
     parser.add_argument("--pairs", type=int, default=200)
     parser.add_argument("--webs", type=int, default=2)
-    parser.add_argument("--drain", type=float, default=20)
+    parser.add_argument("--drain", type=float, default=20, help="longest wait for the catch-up")
     parser.add_argument("--timeline", action="store_true",
                         help="also print, per second of sends, the worst sequencer and "
                         "inbox lag (ms)")

@@ -68,7 +68,7 @@ class InboundProducer:
         self._producer: AIOKafkaProducer | None = None
         self._starting = asyncio.Lock()
         self._partitions: dict[str, list[int]] = {}
-        self._lanes: dict[tuple[str, int], _Lane] = {}
+        self._rounds: dict[str, _Rounds] = {}
 
     def _new_producer(self) -> AIOKafkaProducer:
         s = self._settings
@@ -106,15 +106,15 @@ class InboundProducer:
             return self._producer
 
     async def stop(self) -> None:
-        for lane in self._lanes.values():
-            await lane.stop()
+        for rounds in self._rounds.values():
+            await rounds.stop()
         if self._producer is not None:
             await self._producer.stop()
 
     async def send(self, topic: str, key: str, value: bytes) -> None:
         """Append one encoded record and wait for the broker's ack, or raise
-        StoreUnavailable. Records of one partition that arrive while its previous send is
-        under way go out together as one batch record (`_Lane`)."""
+        StoreUnavailable. Records that arrive close together go out together, one batch
+        record per partition (`_Rounds`)."""
         producer: AIOKafkaProducer | None = None
         try:
             async with asyncio.timeout(self._settings.produce_timeout_s):
@@ -125,10 +125,10 @@ class InboundProducer:
                     partitions = sorted(await producer.partitions_for(topic))
                     self._partitions[topic] = partitions
                 partition = key_partitioner(raw_key, partitions, partitions)
-                lane = self._lanes.get((topic, partition))
-                if lane is None:
-                    lane = self._lanes[(topic, partition)] = _Lane(self, topic, partition)
-                await lane.add(raw_key, value)
+                rounds = self._rounds.get(topic)
+                if rounds is None:
+                    rounds = self._rounds[topic] = _Rounds(self, topic)
+                await rounds.add(partition, raw_key, value)
         except (KafkaError, TimeoutError) as exc:
             if isinstance(exc, PRODUCER_FATAL) and producer is not None:
                 await self._reset(producer)
@@ -156,74 +156,99 @@ class InboundProducer:
             raise StoreUnavailable(f"Kafka metadata: {exc!r}") from exc
 
 
-class _Lane:
-    """The records waiting for one partition of the ingress: one send under way at a
-    time; what arrives meanwhile goes out next, as one batch record (a single record when
-    alone). So a message that arrives at an idle moment is sent at once, and under load
-    the per-record costs of Kafka and of every agent downstream are paid per batch."""
+Pending = tuple[bytes, bytes, "asyncio.Future[None]"]  # key, value, acked
 
-    def __init__(self, owner: InboundProducer, topic: str, partition: int) -> None:
+
+class _Rounds:
+    """The ingress's records for one topic, sent in rounds: one round under way at a
+    time, holding every partition's waiting records, one batch record per partition (a
+    single record when alone), so aiokafka ships a round as one produce request. A round
+    starts at once when the topic was idle for the linger window (a message alone at an
+    idle moment waits for nothing), else `ingress_batch_linger_ms` after the previous
+    round began: under load the per-record costs of Kafka and of every agent downstream
+    are paid per batch, and the produce requests per second stay bounded."""
+
+    def __init__(self, owner: InboundProducer, topic: str) -> None:
         self._owner = owner
         self._topic = topic
-        self._partition = partition
-        self._pending: list[tuple[bytes, bytes, asyncio.Future[None]]] = []
+        self._pending: dict[int, list[Pending]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._last_round = 0.0  # loop time the last round began
 
-    async def add(self, key: bytes, value: bytes) -> None:
+    async def add(self, partition: int, key: bytes, value: bytes) -> None:
         acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         acked.add_done_callback(_retrieve)  # a caller that timed out no longer awaits it
-        self._pending.append((key, value, acked))
+        self._pending.setdefault(partition, []).append((key, value, acked))
         if self._task is None:
-            self._task = asyncio.create_task(self._send_all(), name="imflow-ingress-lane")
+            self._task = asyncio.create_task(self._send_rounds(), name="imflow-ingress")
         await asyncio.shield(acked)  # a timed-out caller leaves its record to go out
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-        for _, _, acked in self._pending:
-            if not acked.done():
-                acked.set_exception(StoreUnavailable("the producer is stopping"))
-        self._pending = []
+        for waiting in self._pending.values():
+            for _, _, acked in waiting:
+                if not acked.done():
+                    acked.set_exception(StoreUnavailable("the producer is stopping"))
+        self._pending = {}
 
-    def _next_batch(self) -> list[tuple[bytes, bytes, asyncio.Future[None]]]:
+    def _take(self, partition: int) -> list[Pending]:
+        """The next batch of a partition: as many of its records as fit in one."""
         settings = self._owner._settings
-        head = self._pending[:settings.ingress_batch_max_records]
+        waiting = self._pending[partition]
+        head = waiting[:settings.ingress_batch_max_records]
         _, end = next(pack([v for _, v, _ in head], settings.record_batch_max_bytes))
-        batch, self._pending = self._pending[:end], self._pending[end:]
+        batch, rest = waiting[:end], waiting[end:]
+        if rest:
+            self._pending[partition] = rest
+        else:
+            del self._pending[partition]
         return batch
 
-    async def _send_all(self) -> None:
-        settings = self._owner._settings
-        linger_s = settings.ingress_batch_linger_ms / 1000
-        most = settings.ingress_batch_max_records
-        busy = False
+    async def _send_rounds(self) -> None:
+        loop = asyncio.get_running_loop()
+        linger_s = self._owner._settings.ingress_batch_linger_ms / 1000
         try:
             while self._pending:
-                if busy and linger_s > 0 and len(self._pending) < most:
-                    await asyncio.sleep(linger_s)
-                batch = self._next_batch()
-                try:
-                    producer = await self._owner._connected()
-                    if len(batch) == 1:
-                        key, value, _ = batch[0]
-                        sent = await producer.send(self._topic, value, key=key,
-                                                   partition=self._partition)
-                    else:
-                        sent = await producer.send(
-                            self._topic, encode_batch([v for _, v, _ in batch]),
-                            partition=self._partition)
-                    await sent
-                except Exception as exc:  # the callers map it (send)
-                    for _, _, acked in batch:
-                        if not acked.done():
-                            acked.set_exception(exc)
-                else:
-                    for _, _, acked in batch:
-                        if not acked.done():
-                            acked.set_result(None)
-                busy = len(batch) > 1
+                wait = self._last_round + linger_s - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                self._last_round = loop.time()
+                round_ = [(p, self._take(p)) for p in list(self._pending)]
+                await self._send(round_)
         finally:
             self._task = None
+
+    async def _send(self, round_: list[tuple[int, list[Pending]]]) -> None:
+        try:
+            producer = await self._owner._connected()
+            sent = []
+            for partition, batch in round_:
+                if len(batch) == 1:
+                    key, value, _ = batch[0]
+                    sent.append(await producer.send(self._topic, value, key=key,
+                                                    partition=partition))
+                else:
+                    sent.append(await producer.send(
+                        self._topic, encode_batch([v for _, v, _ in batch]),
+                        partition=partition))
+        except Exception as exc:  # nothing of this round was handed over: all fail
+            for _, batch in round_:
+                _settle(batch, exc)
+            return
+        results = await asyncio.gather(*sent, return_exceptions=True)
+        for (_, batch), result in zip(round_, results, strict=True):
+            _settle(batch, result if isinstance(result, BaseException) else None)
+
+
+def _settle(batch: list[Pending], error: BaseException | None) -> None:
+    for _, _, acked in batch:
+        if acked.done():
+            continue
+        if error is None:
+            acked.set_result(None)
+        else:
+            acked.set_exception(error)
 
 
 async def topic_partitions(settings: Settings, topic: str) -> set[int]:
