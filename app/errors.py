@@ -59,6 +59,13 @@ class Unavailable(ApiError):
     code = "unavailable"
 
 
+class Overloaded(Unavailable):
+    """The pipeline is behind (or this process has too many sends in flight): refused at
+    once, so a request is answered instead of queued."""
+
+    code = "overloaded"
+
+
 class RecordError(ImflowError):
     """A record on a topic that imflow cannot accept; the reason goes to dead-letter."""
 

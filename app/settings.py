@@ -74,6 +74,15 @@ class Settings(BaseSettings):
     agent_session_timeout_s: float = Field(
         10.0, description="A worker that stops heartbeating (kill -9) loses its partitions "
         "after this long.")
+    admission_max_backlog_s: float = Field(
+        2.0, description="The ingress refuses new messages (503 overloaded) while some "
+        "agent's oldest undone record is older than this (sinks commit every 0.5 s, so "
+        "keep it above 1).")
+    admission_probe_interval_s: float = Field(
+        0.5, description="How often each web process samples the agents' backlog.")
+    ingress_max_pending: int = Field(
+        2000, description="Most sends one web process keeps waiting for Kafka's ack; "
+        "past it new messages get 503 overloaded at once.")
     record_batch_max_bytes: int = Field(
         512 * 1024, description="Largest batch record the ingress and the sequencer write "
         "(under Kafka's 1 MB default; a single message may be larger up to its own limit).")

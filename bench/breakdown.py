@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaConsumer
 from app.devstack import ROOT, Stack, free_port, launched, prepared_env
 from app.models import parse_sequenced_items
 from app.stores import keys
-from bench.run import client_env, pct, service_pids
+from bench.run import client_env, inboxes_hold, pct, service_pids
 from bench.stages import cpu_seconds
 
 
@@ -51,26 +51,6 @@ async def sequenced_times(stack: Stack) -> dict[str, float]:
     finally:
         await consumer.stop()
     return times
-
-
-async def inboxes_hold(stack: Stack, tag: str, pairs: int, count: int, *,
-                       within: float) -> float:
-    """Wait until the recipients' inboxes hold `count` messages (or `within` seconds
-    pass); the monotonic time it ended."""
-    redis = aioredis.from_url(stack.settings.redis_url)
-    deadline = time.monotonic() + within
-    try:
-        while time.monotonic() < deadline:
-            async with redis.pipeline(transaction=False) as pipe:
-                for i in range(pairs):
-                    pipe.xlen(keys.inbox(f"r{i}-{tag}"))
-                held = sum(await pipe.execute())
-            if held >= count:
-                break
-            await asyncio.sleep(0.1)
-    finally:
-        await redis.aclose()
-    return time.monotonic()
 
 
 async def run(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> dict[str, Any]:
@@ -96,7 +76,9 @@ async def run(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> d
                 pass
         sent = {m[0]: m for m in orjson.loads(out.read_bytes())["sent"] if m[4] == 202}
         load_ended = time.monotonic()
-        caught_up = await inboxes_hold(stack, tag, args.pairs, len(sent), within=args.drain)
+        caught_up = await inboxes_hold(stack.settings.redis_url,
+                                       [f"r{i}-{tag}" for i in range(args.pairs)], len(sent),
+                                       within=args.drain)
         # CPU over the load and its catch-up only: a fixed drain window would add the
         # idle stack's own CPU (about a third of a core here) to every message.
         cpu_ms = {name: round(1000 * (cpu_seconds(pid) - cpu_before[name]) / max(1, len(sent)), 3)

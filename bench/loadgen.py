@@ -2,7 +2,8 @@
 
 Sends are scheduled by the clock, not by answers, so a slow server shows up as latency
 and a growing backlog instead of a lower offered rate. Writes one JSON file:
-{"sent": [[message_id, sender, recipient, t_send_ms, status], ...], "offered", "late"}.
+{"sent": [[message_id, sender, recipient, t_send_ms, status, t_answer_ms], ...],
+"offered", "late"} (status 0: no answer, t_answer_ms then when the request gave up).
 
     IMFLOW_SECRET=S python -m bench.loadgen --urls http://127.0.0.1:8080 --tag T \
         --pairs 200 --rate 1000 --duration 30 --out /tmp/sent.json
@@ -137,7 +138,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             message_id = orjson.loads(answer).get("message_id") if status == 202 else None
         except Exception:  # counted as failed: status 0
             status, message_id = 0, None
-        sent.append([message_id, senders[i], f"r{i}-{args.tag}", t_send, status])
+        sent.append([message_id, senders[i], f"r{i}-{args.tag}", t_send, status,
+                     time.time() * 1000])
         in_flight -= 1
 
     tasks: set[asyncio.Task[None]] = set()

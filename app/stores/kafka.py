@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -435,3 +436,63 @@ class OffsetProbe:
                         return int(batches[tp][0].offset)
         except (KafkaError, OSError, TimeoutError) as exc:
             raise StoreUnavailable(f"offset probe: {exc!r}") from exc
+
+
+class BacklogProbe:
+    """How far behind the agents are, in time: the age of the oldest record that some
+    agent's consumer group has not committed yet (0 when every group is at the end, or
+    only transaction markers are left). The ingress admits new messages by it."""
+
+    def __init__(self, settings: Settings, groups: dict[str, str]) -> None:
+        self._settings = settings
+        self._groups = groups  # consumer group -> the topic it reads
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
+                                          client_id="imflow-backlog-probe")
+        # a small fetch: only each partition's first record is wanted (Kafka still
+        # returns a whole first batch when it is larger)
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+                                          enable_auto_commit=False,
+                                          isolation_level="read_committed",
+                                          max_partition_fetch_bytes=1024,
+                                          client_id="imflow-backlog-probe")
+        self._started = False
+
+    async def _start(self) -> None:
+        if not self._started:
+            await self._admin.start()
+            await self._consumer.start()
+            self._started = True
+
+    async def stop(self) -> None:
+        if self._started:
+            await self._consumer.stop()
+            await self._admin.close()
+
+    async def oldest_s(self) -> float:
+        """Seconds since the oldest record not yet done by some agent was written."""
+        try:
+            async with asyncio.timeout(self._settings.produce_timeout_s):
+                await self._start()
+                behind: dict[TopicPartition, int] = {}  # the slowest group's position
+                for group, topic in self._groups.items():
+                    offsets = await self._admin.list_consumer_group_offsets(group)
+                    for tp, meta in offsets.items():
+                        if tp.topic == topic and meta.offset >= 0:
+                            behind[tp] = min(behind.get(tp, meta.offset), meta.offset)
+                if not behind:
+                    return 0.0
+                ends = await self._consumer.end_offsets(list(behind))
+                todo = {tp: at for tp, at in behind.items() if at < ends[tp]}
+                if not todo:
+                    return 0.0
+                self._consumer.assign(list(todo))
+                for tp, at in todo.items():
+                    self._consumer.seek(tp, at)
+                fetched = await self._consumer.getmany(*todo, timeout_ms=200)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            raise StoreUnavailable(f"backlog probe: {exc!r}") from exc
+        oldest = min((records[0].timestamp for records in fetched.values() if records),
+                     default=None)
+        if oldest is None:
+            return 0.0
+        return max(0.0, time.time() - oldest / 1000)

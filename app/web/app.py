@@ -6,6 +6,8 @@ module-level, so tests can build several apps (several "web processes") in one p
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -37,7 +39,9 @@ from app.stores.push import PresenceStore
 from app.stores.ratelimit import RateLimiter
 from app.stores.redis_client import create_redis
 from app.web import demo, groups, live, messages, ops, reads
+from app.web.admission import Admission
 from app.web.context import (
+    ADMISSION,
     FEEDS,
     GROUPS,
     HISTORY,
@@ -125,6 +129,7 @@ def create_app(settings: Settings, *, stores: bool = True) -> web.Application:
                           client_max_size=2 * 1024 * 1024)  # routes set tighter limits
     app[SETTINGS] = settings
     app[TOKENS] = TokenVerifier(settings.jwt_secret())  # no secret: fail at start-up
+    app[ADMISSION] = Admission(settings, probe=None)  # the stores' context adds the probe
     if stores:
         app.cleanup_ctx.extend([_redis_ctx, _producer_ctx, _history_ctx])
     app.router.add_post("/v1/messages", messages.post_message)
@@ -166,7 +171,12 @@ async def _producer_ctx(app: web.Application) -> AsyncIterator[None]:
     producer = InboundProducer(app[SETTINGS])
     await producer.start()
     app[PRODUCER] = producer
+    admission = app[ADMISSION] = Admission.for_pipeline(app[SETTINGS])
+    watcher = asyncio.create_task(admission.watch(), name="imflow-admission")
     yield
+    watcher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watcher
     await producer.stop()
 
 

@@ -21,6 +21,7 @@ from app.stores.inbox import InboxStore
 from app.stores.kafka import InboundProducer
 from app.stores.push import PresenceStore
 from app.stores.ratelimit import RateLimiter
+from app.web.admission import Admission
 from app.web.push_hub import PushHub
 
 M = TypeVar("M", bound=BaseModel)
@@ -29,6 +30,7 @@ _INTEGER = re.compile(r"-?[0-9]{1,20}")
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", aioredis.Redis)
 PRODUCER = web.AppKey("producer", InboundProducer)
+ADMISSION = web.AppKey("admission", Admission)
 INBOX = web.AppKey("inbox", InboxStore)
 FEEDS = web.AppKey("feeds", FeedStore)
 HISTORY = web.AppKey("history", HistoryStore)

@@ -21,6 +21,7 @@ from app.models import (
 )
 from app.web.access import require_member
 from app.web.context import (
+    ADMISSION,
     RATE_LIMITER,
     SETTINGS,
     append_inbound,
@@ -74,6 +75,8 @@ async def _conversation_for(app: web.Application, sender: str, req: SendRequest)
 
 
 async def post_message(request: web.Request) -> web.Response:
+    admission = request.app[ADMISSION]
+    admission.admit()  # first: an overloaded process answers at the least cost
     me = identity(request)
     settings = request.app[SETTINGS]
     data = await json_body(request)
@@ -90,8 +93,9 @@ async def post_message(request: web.Request) -> web.Response:
     accepted_at = now_ms()
     record = encode_send(cid, me.user, req.client_msg_id, body_json=body, type=req.type,
                          message_id=message_id, accepted_at=accepted_at)
-    await append_inbound(request.app, cid, record,
-                         failure="message queue unavailable, nothing was stored; retry")
+    with admission.sending():
+        await append_inbound(request.app, cid, record,
+                             failure="message queue unavailable, nothing was stored; retry")
     return json_response(
         {"message_id": message_id, "conversation_id": cid,
          "client_msg_id": req.client_msg_id, "accepted_at": accepted_at},

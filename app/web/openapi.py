@@ -85,7 +85,8 @@ ERRORS = {
     "409": "conflicts with the group's state (it exists; the owner cannot be removed)",
     "413": "request or body too large",
     "429": "rate limited (Retry-After)",
-    "503": "Kafka or a backing store is unavailable (Retry-After); nothing was stored",
+    "503": "Kafka or a backing store is unavailable, or the pipeline is overloaded (code "
+           "`overloaded`); Retry-After; nothing was stored",
 }
 
 CID = {"name": "cid", "in": "path", "required": True,
