@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
 import happybase
 import pytest
 import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app.apiclient import Client
-from app.devstack import Stack, run_cli
+from app.devstack import Stack, produce, run_cli
+from app.models import encode_batch, encode_send, parse_sequenced_items
 from app.stores.history import conversation_prefix
+from app.stores.kafka import partition_of, topic_partitions
 from tests.e2e.conftest import await_history, await_inbox, direct, inbox_all
 
 pytestmark = pytest.mark.services
@@ -36,6 +40,19 @@ async def wipe_user(stack: Stack, user: str) -> None:
         await redis.delete(*keys)
     finally:
         await redis.aclose()
+
+
+async def wipe_history(stack: Stack, cid: str, expect: int | None = None) -> None:
+    conn = happybase.Connection(stack.settings.hbase_host, port=stack.settings.hbase_port)
+    try:
+        table = conn.table(stack.settings.hbase_table_name)
+        rows = [key for key, _ in table.scan(row_prefix=conversation_prefix(cid).encode())]
+        assert rows and (expect is None or len(rows) == expect), rows
+        with table.batch() as batch:
+            for key in rows:
+                batch.delete(key)
+    finally:
+        conn.close()
 
 
 async def test_replay_rebuilds_wiped_inboxes_exactly(
@@ -79,16 +96,7 @@ async def test_replay_rebuilds_history_and_respects_ranges(
         await client_for(alice).send(to=bob, client_msg_id=f"h{i}", body=i)
     before = await await_history(client_for(bob), cid, 12)
 
-    conn = happybase.Connection(stack.settings.hbase_host, port=stack.settings.hbase_port)
-    try:
-        table = conn.table(stack.settings.hbase_table_name)
-        rows = [key for key, _ in table.scan(row_prefix=conversation_prefix(cid).encode())]
-        assert len(rows) == 12
-        with table.batch() as batch:
-            for key in rows:
-                batch.delete(key)
-    finally:
-        conn.close()
+    await wipe_history(stack, cid, expect=12)
     assert (await client_for(bob).history(cid))["messages"] == []
 
     empty = await run_replay(stack, "--sinks", "history", "--from-time", "2000-01-01T00:00:00",
@@ -98,3 +106,57 @@ async def test_replay_rebuilds_history_and_respects_ranges(
     summary = await run_replay(stack, "--sinks", "history", "--from-time", since)
     assert summary["history_rows_written"] >= 12
     assert await await_history(client_for(bob), cid, 12) == before
+
+
+async def messages_record_of(stack: Stack, cid: str, message_ids: set[str],
+                             since_ms: int) -> tuple[int, int, list[str]]:
+    """(partition, offset, message ids in index order) of the imflow.messages record that
+    carries all of `message_ids`."""
+    topic = stack.settings.topic_messages
+    partition = partition_of(cid.encode(), len(await topic_partitions(stack.settings, topic)))
+    tp = TopicPartition(topic, partition)
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.settings.kafka_bootstrap,
+                                enable_auto_commit=False, isolation_level="read_committed")
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        start = (await consumer.offsets_for_times({tp: since_ms}))[tp]
+        assert start is not None, "nothing sequenced since the test began"
+        consumer.seek(tp, start.offset)
+        end = (await consumer.end_offsets([tp]))[tp]
+        while await consumer.position(tp) < end:
+            for record in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
+                ids = [item.record.message.message_id
+                       for item in parse_sequenced_items(record.value)
+                       if item.record is not None]
+                if message_ids <= set(ids):
+                    return partition, record.offset, ids
+    finally:
+        await consumer.stop()
+    raise AssertionError(f"no single record of {topic}[{partition}] holds {message_ids}")
+
+
+async def test_replay_can_start_in_the_middle_of_a_batch_record(
+    stack: Stack, names: Callable[..., list[str]], client_for: Callable[..., Client],
+) -> None:
+    alice, bob = names("alice", "bob")
+    cid = direct(alice, bob)
+    began_ms = int(time.time() * 1000)
+    # One inbound batch record: the sequencer sequences it in one transaction, so its six
+    # messages leave as one imflow.messages batch record.
+    await produce(stack, stack.settings.topic_inbound, [(cid, encode_batch([
+        encode_send(cid, alice, f"mid{i}", body_json=b"%d" % i) for i in range(6)]))])
+    before = await await_history(client_for(bob), cid, 6)
+    ids = {m["message_id"] for m in before}
+    partition, offset, order = await messages_record_of(stack, cid, ids, began_ms)
+    by_seq = {m["seq"]: m["message_id"] for m in before}
+    start_index = order.index(by_seq[4])
+
+    await wipe_history(stack, cid)
+    summary = await run_replay(stack, "--sinks", "history", "--partitions", str(partition),
+                               "--from-offset", str(offset), "--from-index", str(start_index),
+                               "--to-offset", str(offset + 1))
+    assert summary["records"] == 1 and summary["read"] == len(order) - start_index
+    rebuilt = (await client_for(bob).history(cid))["messages"]
+    assert [m["seq"] for m in rebuilt] == [6, 5, 4]  # from the (offset, index) on, no earlier
+    assert rebuilt == [m for m in before if m["seq"] >= 4]

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app.apiclient import Client
 from app.devstack import Stack, produce
+from app.models import encode_batch, encode_send
 from app.stores.kafka import topic_partitions
 from tests.e2e.conftest import DELIVERY_TIMEOUT_S, await_inbox
 
@@ -191,3 +192,41 @@ async def test_malformed_topic_records_go_to_dead_letter_and_the_agent_keeps_goi
         assert isinstance(letter["partition"], int) and isinstance(letter["offset"], int)
     (flowed,) = await await_inbox(client_for(bob, "watch"), 1, "the valid message after")
     assert flowed["client_msg_id"] == "after-the-junk" and flowed["seq"] == 1
+
+
+async def test_an_outside_batch_record_keeps_its_order_and_dead_letters_bad_items_alone(
+    stack: Stack, names: Callable[..., list[str]], client_for: Callable[..., Client],
+) -> None:
+    alice, bob = names("alice", "bob")
+    cid = f"u:{alice}:{bob}"
+
+    def send(n: int, **changes: Any) -> bytes:
+        return encode_send(cid, changes.get("sender", alice), f"b{n}", body_json=b"%d" % n)
+    items = [send(0), b'{"v":1,"kind":"send","conversation_id":"' + cid.encode() + b'"}',
+             send(2), send(3, sender="mallory"), send(4)]
+    consumer = AIOKafkaConsumer(stack.settings.topic_dead_letter,
+                                bootstrap_servers=stack.settings.kafka_bootstrap,
+                                auto_offset_reset="latest", enable_auto_commit=False,
+                                isolation_level="read_committed")
+    await consumer.start()
+    try:
+        await consumer.seek_to_end()
+        for tp in consumer.assignment():
+            await consumer.position(tp)
+        await produce(stack, stack.settings.topic_inbound, [(cid, encode_batch(items))])
+        letters: list[dict[str, Any]] = []
+        async with asyncio.timeout(DELIVERY_TIMEOUT_S):
+            while len(letters) < 2:
+                batch = await consumer.getmany(timeout_ms=500)
+                letters += [orjson.loads(m.value) for ms in batch.values() for m in ms
+                            if orjson.loads(m.value)["key"] == cid]
+    finally:
+        await consumer.stop()
+    inbox = await await_inbox(client_for(bob, "watch"), 3, "the batch's good messages")
+    assert [(m["client_msg_id"], m["seq"], m["body"]) for m in inbox] == [
+        ("b0", 1, 0), ("b2", 2, 2), ("b4", 3, 4)]
+    assert [letter["index"] for letter in letters] == [1, 3]
+    assert letters[0]["offset"] == letters[1]["offset"]  # both in the one batch record
+    assert "invalid field sender" in letters[0]["reason"]
+    assert "is not in" in letters[1]["reason"]
+    assert orjson.loads(letters[1]["value"])["client_msg_id"] == "b3"  # the item, not the batch
