@@ -63,6 +63,7 @@ class LoadResult:
     attempts: int = 0
     retries: int = 0
     errors: Counter[str] = field(default_factory=Counter)
+    codes: Counter[str] = field(default_factory=Counter)  # error codes of the refusals
     slowest_error_s: float = 0.0
     started: float = 0.0
     ended: float = 0.0
@@ -115,6 +116,10 @@ async def run_load(stack: Stack, traffic: Traffic, *, rate: float, duration_s: f
                             result.acked[answer["message_id"]] = (cid, user)
                             break
                         result.errors[f"http {resp.status}"] += 1
+                        if isinstance(answer, dict) and isinstance(answer.get("error"), dict):
+                            result.codes[str(answer["error"].get("code"))] += 1
+                        if resp.status in (429, 503) and "Retry-After" not in resp.headers:
+                            result.errors[f"{resp.status} without Retry-After"] += 1
                         result.slowest_error_s = max(result.slowest_error_s,
                                                      time.monotonic() - began)
                 except (aiohttp.ClientError, TimeoutError) as exc:
