@@ -1,6 +1,7 @@
-"""Batch records under faults: a sink killed in the middle of applying a batch record
-redoes it exactly once; an overloaded pipeline answers new messages at once (503
-overloaded) instead of queueing them, and delivers what it acked."""
+"""Batch records under faults: a sink killed while it applies batch records (some of
+their messages stored, their offsets not committed) redoes them exactly once; an
+overloaded pipeline answers new messages at once (503 overloaded) instead of queueing
+them, and delivers what it acked."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from tests.support.load import await_clean_audit
 
 CONVERSATIONS = 400
 PER_CONVERSATION = 20  # 8,000 messages, 16,000 inbox deliveries: several Lua calls
-ATTEMPTS = 3  # a kill that lands before or after the batch proves nothing: try again
+ATTEMPTS = 3  # a kill that lands before or after the batches proves nothing: try again
 
 
 async def conversations_on_one_partition(stack: Stack, tag: str) -> list[tuple[str, str]]:
@@ -81,7 +82,7 @@ async def kill_inbox_inside_a_batch(stack: Stack, redis: aioredis.Redis) -> dict
     return outcome
 
 
-async def test_an_inbox_agent_killed_in_the_middle_of_a_batch_redoes_it_exactly_once(
+async def test_an_inbox_agent_killed_while_applying_batch_records_redoes_them_exactly_once(
         fault_stack: Stack) -> None:
     redis = aioredis.from_url(fault_stack.settings.redis_url)
     try:
@@ -89,8 +90,8 @@ async def test_an_inbox_agent_killed_in_the_middle_of_a_batch_redoes_it_exactly_
             outcome = await kill_inbox_inside_a_batch(fault_stack, redis)
             assert outcome["wrong_inboxes"] == 0, outcome  # each message once, in order
             if 0 < outcome["in_inboxes_at_kill"] < outcome["messages"]:
-                return  # the kill split a batch, and the batch was redone exactly
-        raise AssertionError(f"in {ATTEMPTS} attempts the kill never landed inside a batch")
+                return  # the kill split the batches' work, and they were redone exactly
+        raise AssertionError(f"in {ATTEMPTS} attempts the kill never landed inside the batches")
     finally:
         await redis.aclose()
 
