@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
+
+SEND_RETRY_FOR_S = 15.0  # how long `send` keeps retrying a 503
 
 
 class ApiError(Exception):
@@ -43,7 +46,19 @@ class Client:
             payload["to"] = to
         if conversation is not None:
             payload["conversation"] = conversation
-        return await self.ok("POST", "/v1/messages", expect=202, json=payload)
+        # As a client should: a 503 (Kafka down, or the pipeline overloaded) is retried
+        # after its Retry-After with the same client_msg_id, which is stored once.
+        deadline = asyncio.get_running_loop().time() + SEND_RETRY_FOR_S
+        while True:
+            async with self.session.post(self.base_url + "/v1/messages", json=payload,
+                                         headers=self.headers) as resp:
+                answer = await resp.json(content_type=None)
+                wait = float(resp.headers.get("Retry-After", "1"))
+            if resp.status == 202:
+                return answer
+            if resp.status != 503 or asyncio.get_running_loop().time() + wait > deadline:
+                raise ApiError(resp.status, answer)
+            await asyncio.sleep(wait)
 
     async def sync(self, **params: Any) -> Any:
         return await self.ok("GET", "/v1/sync", params={k: str(v) for k, v in params.items()})

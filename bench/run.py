@@ -160,7 +160,7 @@ async def e2e(stack: Stack, *, rate: float, duration: float, pairs: int,
     receivers = await asyncio.create_subprocess_exec(
         PY, "-m", "bench.receivers", "--urls", urls, "--tag", tag,
         "--pairs", str(pairs), "--out", str(recv_file), "--ready-file", str(ready_file),
-        "--seconds", str(duration + 120), cwd=ROOT, env=env)
+        "--seconds", str(duration + DRAIN_LIMIT_S + 60), cwd=ROOT, env=env)
 
     async def ready() -> bool:
         return ready_file.exists()
@@ -196,7 +196,8 @@ async def e2e(stack: Stack, *, rate: float, duration: float, pairs: int,
         await asyncio.sleep(1)
     await redis.aclose()
     await asyncio.sleep(1)  # the last pushes are in flight to the receivers
-    receivers.send_signal(signal.SIGTERM)
+    if receivers.returncode is None:
+        receivers.send_signal(signal.SIGTERM)
     await asyncio.wait_for(receivers.wait(), 30)
     pushed = {mid: t for mid, t in orjson.loads(recv_file.read_bytes())["received"]}
 

@@ -23,7 +23,9 @@ from typing import Any, cast
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
+from app.errors import StoreUnavailable
 from app.models import SequencedRecord
 from app.stores import keys, scripts
 from app.stores.inbox import retention_floor_id
@@ -45,6 +47,13 @@ def _spans(raw: bytes) -> list[Span]:
                  to_seq=int(d["ts"]) if "ts" in d else None) for d in orjson.loads(raw)]
 
 
+@dataclass(frozen=True)
+class FeedState:
+    applied_seq: int  # the last seq appended (0: none)
+    last_id: str  # the newest entry's stream id ("0-0": empty)
+    users: list[str]  # everyone who ever had a span in the feed
+
+
 @redis_store
 class FeedStore:
     """Owns the feeds of read fan-out groups and their members' spans."""
@@ -55,34 +64,56 @@ class FeedStore:
         self._append = client.register_script(scripts.APPEND_FEED)
 
     async def append(self, records: list[SequencedRecord]) -> int:
-        """Append each read fan-out record to its group's feed once; returns how many were new."""
-        minid = retention_floor_id(self._retention_s)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for record in records:
-                msg = record.message
-                cid = msg.conversation_id
-                removed = set(msg.body["members"]) if (
-                    record.kind == "members" and msg.body["op"] == "remove") else set()
-                call_keys = [keys.feed(cid), keys.feed_seq(cid), keys.feed_users(cid),
-                             *map(keys.spans, record.recipients)]
-                args: list[Any] = [minid, self._retention_s, cid, msg.seq, msg.model_dump_json()]
-                for user in record.recipients:
-                    args.extend(("c" if user in removed else "o", user))
-                await self._append(keys=call_keys, args=args, client=pipe)
-            appended = await pipe.execute()
-        return sum(int(n) for n in appended)
+        """Append each read fan-out record to its group's feed once; returns how many were new.
 
-    async def audience(self, cid: str, seq: int) -> list[str] | None:
-        """Everyone who ever had a span in the group's feed, once the entry at `seq` is
-        appended (then every span that covers it is in place), else None. Both read in
-        one MULTI, so no span opened by that append is missed."""
+        The calls go in one pipeline by the script's sha: a redis-py Script object in a
+        pipeline sends SCRIPT EXISTS before every execute. When Redis does not know the
+        script (a restart or a failover empties its cache) it is loaded and the whole
+        pipeline runs again, which the appends' idempotency makes safe."""
+        minid = retention_floor_id(self._retention_s)
+        calls: list[tuple[list[str], list[Any]]] = []
+        for record in records:
+            msg = record.message
+            cid = msg.conversation_id
+            removed = set(msg.body["members"]) if (
+                record.kind == "members" and msg.body["op"] == "remove") else set()
+            call_keys = [keys.feed(cid), keys.feed_seq(cid), keys.feed_users(cid),
+                         *map(keys.spans, record.recipients)]
+            args: list[Any] = [minid, self._retention_s, cid, msg.seq, msg.model_dump_json()]
+            for user in record.recipients:
+                args.extend(("c" if user in removed else "o", user))
+            calls.append((call_keys, args))
+        for _ in range(2):
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for call_keys, args in calls:
+                        pipe.evalsha(self._append.sha, len(call_keys), *call_keys, *args)
+                    appended = await pipe.execute()
+                return sum(int(n) for n in appended)
+            except NoScriptError:
+                await self._redis.script_load(scripts.APPEND_FEED)
+        raise StoreUnavailable("Redis forgot the feed script twice in a row")
+
+    async def state(self, cid: str) -> FeedState:
+        """The group feed's last appended seq, newest entry id and everyone who ever had a
+        span in it, read in one MULTI: once `applied_seq` reaches a seq, every span that
+        covers it is in place (they change in the append's own Lua call)."""
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.get(keys.feed_seq(cid))
             pipe.smembers(keys.feed_users(cid))
-            last, users = await pipe.execute()
-        if int(last or 0) < seq:
-            return None
-        return sorted(u.decode() for u in users)
+            pipe.xrevrange(keys.feed(cid), count=1)
+            last, users, newest = await pipe.execute()
+        return FeedState(applied_seq=int(last or 0),
+                         last_id=newest[0][0].decode() if newest else "0-0",
+                         users=sorted(u.decode() for u in users))
+
+    async def wait_appended(self, after: dict[str, str], timeout_s: float) -> None:
+        """Block until one of the feeds (conversation id -> the entry id last seen) gets
+        a new entry, or `timeout_s` passes: the inbox agent's append wakes the caller,
+        nothing polls."""
+        if after and timeout_s > 0:
+            await self._redis.xread({keys.feed(cid): last for cid, last in after.items()},
+                                    count=1, block=max(1, int(timeout_s * 1000)))
 
     async def covering(self, cid: str, seq: int, users: list[str]) -> list[str]:
         """Those of `users` whose span of the group's feed covers `seq`."""

@@ -19,12 +19,7 @@ from app.stores.feeds import FeedStore
 from app.stores.redis_client import redis_store
 
 log = logging.getLogger(__name__)
-
-
-
-FEED_POLL_S = 0.02
 RECIPIENTS_PER_CALL = 2_000
-
 
 
 @redis_store
@@ -71,29 +66,36 @@ class PushPublisher:
         """Publish every record to its online recipients; returns how many (record,
         recipient) pairs were published. Write fan-out records name their recipients;
         read fan-out records go to the members whose feed span covers them, once the
-        inbox agent has appended them (waiting up to `feed_wait_s`)."""
+        inbox agent has appended them (waiting up to `feed_wait_s`, woken by the append
+        itself: a blocking XREAD on those feeds)."""
         targets = [(r, r.recipients) for r in records if r.fanout == "write"]
         waiting = [r for r in records if r.fanout == "read"]
-        deadline = asyncio.get_running_loop().time() + self._feed_wait_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._feed_wait_s
         while waiting:
             still: list[SequencedRecord] = []
+            feeds = {cid: await self._feeds.state(cid)  # once per group and round
+                     for cid in dict.fromkeys(r.message.conversation_id for r in waiting)}
+            online: dict[str, list[str]] = {}
             for record in waiting:
-                msg = record.message
-                audience = await self._feeds.audience(msg.conversation_id, msg.seq)
-                if audience is None:
+                msg, cid = record.message, record.message.conversation_id
+                if feeds[cid].applied_seq < msg.seq:
                     still.append(record)
                     continue
-                online = await self._online(audience)
-                targets.append((record, await self._feeds.covering(
-                    msg.conversation_id, msg.seq, online)))
+                if cid not in online:
+                    online[cid] = await self._online(feeds[cid].users)
+                targets.append((record, await self._feeds.covering(cid, msg.seq, online[cid])))
             waiting = still
-            if waiting and asyncio.get_running_loop().time() >= deadline:
+            left = deadline - loop.time()
+            if waiting and left <= 0:
                 log.warning("push skipped for %d large-group records the inbox agent has "
                             "not applied within %.1fs (sync delivers them)",
                             len(waiting), self._feed_wait_s)
                 break
-            if waiting:
-                await asyncio.sleep(FEED_POLL_S)
+            if waiting:  # woken by the inbox agent's next append to one of these feeds
+                await self._feeds.wait_appended(
+                    {r.message.conversation_id: feeds[r.message.conversation_id].last_id
+                     for r in waiting}, left)
         return await self._publish_online(targets)
 
     async def _online(self, users: list[str]) -> list[str]:

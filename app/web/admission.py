@@ -28,13 +28,16 @@ from app.usecases.stats import agent_group, agent_topic
 log = logging.getLogger(__name__)
 
 # The agents whose backlog refuses new messages: those between a send and the recipient's
-# inbox. History and push falling behind (HBase down, a slow push) must not stop the
-# chat: the inbox still delivers, and history catches up from the log.
-ADMITTING = ("sequencer", "inbox")
+# devices (inbox and push). History falling behind (HBase down) must not stop the chat:
+# the inbox still delivers, and history catches up from the log.
+ADMITTING = ("sequencer", "inbox", "push")
+LOOP_TICK_S = 0.05
 
 BACKLOG = Gauge("imflow_ingress_backlog_seconds",
                 "Age of the oldest record some agent has not done, as the ingress last saw it")
 PENDING = Gauge("imflow_ingress_pending", "Sends of this process waiting for Kafka's ack")
+LOOP_LAG = Gauge("imflow_web_loop_lag_seconds",
+                 "How late this process's event loop ran a 50 ms timer, lately")
 SHED = Counter("imflow_ingress_shed_total", "Messages refused as overload", ["reason"])
 
 
@@ -44,6 +47,8 @@ class Admission:
         self._probe = probe
         self._pending = 0
         self.backlog_s = 0.0
+        self.loop_lag_s = 0.0
+        self._shedding = False
 
     @classmethod
     def for_pipeline(cls, settings: Settings) -> Admission:
@@ -57,6 +62,10 @@ class Admission:
             SHED.labels("backlog").inc()
             raise Overloaded(f"the pipeline is {self.backlog_s:.1f}s behind; retry later",
                              retry_after=1)
+        if self.loop_lag_s > s.admission_max_loop_lag_s:
+            SHED.labels("web_busy").inc()
+            raise Overloaded(f"this web process is {1000 * self.loop_lag_s:.0f} ms behind; "
+                             "retry later", retry_after=1)
         if self._pending >= s.ingress_max_pending:
             SHED.labels("pending").inc()
             raise Overloaded("too many messages waiting for the queue's ack; retry later",
@@ -73,17 +82,51 @@ class Admission:
             PENDING.dec()
 
     async def watch(self) -> None:
-        """Sample the backlog until cancelled; while Kafka does not answer, the last value
-        stands (the produce itself then answers 503)."""
+        """Sample the backlog and this process's event-loop lag until cancelled. While
+        Kafka does not answer, the last backlog stands (the produce itself then answers
+        503)."""
+        try:
+            await asyncio.gather(self._watch_backlog(), self._watch_loop())
+        finally:
+            if self._probe is not None:
+                await self._probe.stop()
+
+    async def _watch_backlog(self) -> None:
         if self._probe is None:
             return
-        try:
-            while True:
-                try:
-                    self.backlog_s = await self._probe.oldest_s()
-                    BACKLOG.set(self.backlog_s)
-                except StoreUnavailable as exc:
-                    log.debug("backlog probe failed: %s", exc)
-                await asyncio.sleep(self._settings.admission_probe_interval_s)
-        finally:
-            await self._probe.stop()
+        failing = False
+        while True:
+            try:
+                self.backlog_s = await self._probe.oldest_s()
+                BACKLOG.set(self.backlog_s)
+                failing = False
+            except StoreUnavailable as exc:
+                if not failing:
+                    log.warning("backlog probe failed (admission keeps %.1fs): %s",
+                                self.backlog_s, exc)
+                failing = True
+            self._note_state()
+            await asyncio.sleep(self._settings.admission_probe_interval_s)
+
+    async def _watch_loop(self) -> None:
+        """A request this process is too busy to start waits in its event loop's queue,
+        where no backlog probe sees it: the lateness of a short timer measures that wait
+        (the largest of the last second's ticks, so one quick tick does not reopen)."""
+        loop = asyncio.get_running_loop()
+        recent: list[float] = []
+        while True:
+            before = loop.time()
+            await asyncio.sleep(LOOP_TICK_S)
+            recent = [*recent[-(int(1 / LOOP_TICK_S) - 1):], loop.time() - before - LOOP_TICK_S]
+            self.loop_lag_s = max(recent)
+            LOOP_LAG.set(self.loop_lag_s)
+
+    def _note_state(self) -> None:
+        s = self._settings
+        shedding = (self.backlog_s > s.admission_max_backlog_s
+                    or self.loop_lag_s > s.admission_max_loop_lag_s)
+        if shedding != self._shedding:
+            self._shedding = shedding
+            log.warning("admission %s: backlog %.2fs, loop lag %.0f ms",
+                        "refusing new messages" if shedding else "open again",
+                        self.backlog_s, 1000 * self.loop_lag_s)
