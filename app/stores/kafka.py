@@ -488,11 +488,17 @@ class BacklogProbe:
                 self._consumer.assign(list(todo))
                 for tp, at in todo.items():
                     self._consumer.seek(tp, at)
-                fetched = await self._consumer.getmany(*todo, timeout_ms=200)
+                first: list[int] = []  # the first undone record's timestamp per partition
+                pending = set(todo)
+                while pending:  # the first fetch after a seek may come back empty
+                    fetched = await self._consumer.getmany(*pending, timeout_ms=100)
+                    for tp, records in fetched.items():
+                        if records:
+                            first.append(records[0].timestamp)
+                            pending.discard(tp)
+                    for tp in list(pending):  # only transaction markers were left
+                        if await self._consumer.position(tp) >= ends[tp]:
+                            pending.discard(tp)
         except (KafkaError, OSError, TimeoutError) as exc:
             raise StoreUnavailable(f"backlog probe: {exc!r}") from exc
-        oldest = min((records[0].timestamp for records in fetched.values() if records),
-                     default=None)
-        if oldest is None:
-            return 0.0
-        return max(0.0, time.time() - oldest / 1000)
+        return max(0.0, time.time() - min(first) / 1000) if first else 0.0
