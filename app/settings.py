@@ -75,11 +75,11 @@ class Settings(BaseSettings):
         10.0, description="A worker that stops heartbeating (kill -9) loses its partitions "
         "after this long.")
     admission_max_backlog_s: float = Field(
-        1.5, description="The ingress refuses new messages (503 overloaded) while the "
+        2.0, description="The ingress refuses new messages (503 overloaded) while the "
         "oldest record the sequencer, inbox or push agent has not committed is older than "
         "this (sinks commit every 0.5 s, so keep it above 1).")
     admission_max_loop_lag_s: float = Field(
-        0.25, description="The ingress refuses new messages (503 overloaded) while its "
+        0.5, description="The ingress refuses new messages (503 overloaded) while its "
         "own event loop runs this late: the process is too busy to answer in time.")
     admission_probe_interval_s: float = Field(
         0.5, description="How often each web process samples the agents' backlog.")

@@ -123,6 +123,19 @@ async def inboxes_hold(redis_url: str, users: list[str], count: int, *,
     return time.monotonic()
 
 
+async def shed_counts(stack: Stack) -> dict[str, int]:
+    """Messages the web processes refused as overload so far, by reason (their /metrics)."""
+    counts: dict[str, int] = {}
+    async with aiohttp.ClientSession() as session:
+        for url in stack.web_urls:
+            async with session.get(url + "/metrics") as resp:
+                text = await resp.text()
+            for reason, n in re.findall(
+                    r'^imflow_ingress_shed_total\{reason="([^"]+)"\} ([0-9.e+]+)$', text, re.M):
+                counts[reason] = counts.get(reason, 0) + int(float(n))
+    return counts
+
+
 def cpu_ms_per_message(before: dict[str, float], pids: dict[str, int],
                        messages: int) -> dict[str, float]:
     """CPU milliseconds per message of every process since `before`, and their total
@@ -173,8 +186,11 @@ async def e2e(stack: Stack, *, rate: float, duration: float, pairs: int,
         PY, "-m", "bench.loadgen", "--urls", urls, "--tag", tag,
         "--pairs", str(pairs), "--rate", str(rate), "--duration", str(duration),
         "--out", str(sent_file), cwd=ROOT, env=env)
+    shed_before = await shed_counts(stack)
     await loadgen.wait()
     sampler.cancel()
+    shed = {reason: n - shed_before.get(reason, 0)
+            for reason, n in (await shed_counts(stack)).items()}
     out = orjson.loads(sent_file.read_bytes())
     acked = {m[0]: m for m in out["sent"] if m[4] == 202}
     # CPU over the load and its catch-up (until the inboxes hold every acked message),
@@ -235,6 +251,7 @@ async def e2e(stack: Stack, *, rate: float, duration: float, pairs: int,
         "history_p50_ms": pct(history_lat, 50), "history_p99_ms": pct(history_lat, 99),
         "answer_p50_ms": pct(answer_ms, 50), "answer_p99_ms": pct(answer_ms, 99),
         "answer_max_ms": round(max(answer_ms, default=0.0), 1), "statuses": statuses,
+        "shed_by_reason": {reason: n for reason, n in shed.items() if n},
         "cpu_ms_per_message": cpu_ms, "rss_mb": rss.peak_mb(),
     }
 

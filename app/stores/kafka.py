@@ -77,7 +77,7 @@ class InboundProducer:
             bootstrap_servers=s.kafka_bootstrap,
             acks="all",
             enable_idempotence=True,
-            linger_ms=1,
+            linger_ms=0,  # the rounds (`_Rounds`) batch already: no wait on top
             partitioner=key_partitioner,
             request_timeout_ms=int(s.produce_timeout_s * 1000),
             client_id="imflow-web",
