@@ -24,7 +24,10 @@ import uvloop
 from app.auth import mint_token
 
 MAX_IN_FLIGHT = 2000
-MAX_CONNECTIONS = 512
+# As many connections as requests in flight: a request must never wait in this client's
+# own pool, or a server that is overloaded shows up as client-side queueing its admission
+# cannot see (measured: answer max 4.5 s at 3,000/s offered with 512 per server).
+MAX_CONNECTIONS = MAX_IN_FLIGHT
 TIMEOUT_S = 30
 
 
