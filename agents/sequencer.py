@@ -265,17 +265,17 @@ class PartitionSequencer:
         producer = self._producer
         if producer is None:
             raise StoreUnavailable("partition has no producer (not fenced yet)")
-        writes = self._message_writes(outputs)
+        messages = self._message_writes(outputs)
         states = [Write(owner.follower.state_topic, key, value, p)
                   for key, value in state_records(changes)]
         dedup = dedup_record(changes)
-        writes += states
+        writes = messages + states
         if dedup is not None:
             writes.append(Write(owner.follower.dedup_topic, None, dedup, p))
         writes += [Write(settings.topic_dead_letter, key, value) for key, value in dead]
         got = await producer.commit(writes, {(settings.topic_inbound, p): changes.position + 1},
                                     owner.app.conf.id)
-        first_state = len(writes) - len(states) - (dedup is not None) - len(dead)
+        first_state = len(messages)
         state_offset = max(got[first_state:first_state + len(states)])
         dedup_offset = got[first_state + len(states)] if dedup is not None else None
         store.commit(p, changes, state_offset=state_offset, dedup_offset=dedup_offset)

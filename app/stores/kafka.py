@@ -51,7 +51,7 @@ def key_partitioner(key: bytes | None, all_partitions: list[int], available: lis
     repeats with every message."""
     if key is None:
         return int(DefaultPartitioner()(key, all_partitions, available))
-    return all_partitions[_key_hash(key) % len(all_partitions)]
+    return all_partitions[partition_of(key, len(all_partitions))]
 
 
 class InboundProducer:
