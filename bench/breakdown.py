@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaConsumer
 from app.devstack import ROOT, Stack, free_port, launched, prepared_env
 from app.models import parse_sequenced_items
 from app.stores import keys
-from bench.run import client_env, inboxes_hold, pct, service_pids
+from bench.run import client_env, cpu_ms_per_message, inboxes_hold, pct, service_pids
 from bench.stages import cpu_seconds
 
 
@@ -81,10 +81,9 @@ async def run(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> d
                                        within=args.drain)
         # CPU over the load and its catch-up only: a fixed drain window would add the
         # idle stack's own CPU (about a third of a core here) to every message.
-        cpu_ms = {name: round(1000 * (cpu_seconds(pid) - cpu_before[name]) / max(1, len(sent)), 3)
-                  for name, pid in pids.items()}
+        cpu_ms = cpu_ms_per_message(cpu_before, pids, len(sent))
         cpu_ms["loadgen"] = round(1000 * loadgen_cpu / max(1, len(sent)), 3)
-        cpu_ms["total"] = round(sum(cpu_ms.values()), 3)
+        cpu_ms["total"] = round(cpu_ms["total"] + cpu_ms["loadgen"], 3)  # here with the client
         sequenced = await sequenced_times(stack)
         redis = aioredis.from_url(stack.settings.redis_url)
         stages: dict[str, list[float]] = {"web": [], "sequencer": [], "inbox": []}
