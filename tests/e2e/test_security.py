@@ -6,6 +6,7 @@ import asyncio
 import base64
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import jwt
@@ -146,6 +147,34 @@ async def test_the_send_rate_limit_answers_429_with_retry_after(
     assert all(a[1] == "1" and a[2]["error"]["code"] == "rate_limited" for a in limited)
 
 
+@asynccontextmanager
+async def dead_letters_from_now(stack: Stack) -> AsyncIterator[AIOKafkaConsumer]:
+    """A consumer of the dead-letter topic positioned at its end (before the test writes)."""
+    consumer = AIOKafkaConsumer(stack.settings.topic_dead_letter,
+                                bootstrap_servers=stack.settings.kafka_bootstrap,
+                                auto_offset_reset="latest", enable_auto_commit=False,
+                                isolation_level="read_committed")
+    await consumer.start()
+    try:
+        await consumer.seek_to_end()
+        for tp in consumer.assignment():
+            await consumer.position(tp)
+        yield consumer
+    finally:
+        await consumer.stop()
+
+
+async def letters_keyed(consumer: AIOKafkaConsumer, key: str, count: int) -> list[dict[str, Any]]:
+    """The next `count` dead letters whose record key was `key`, in topic order."""
+    letters: list[dict[str, Any]] = []
+    async with asyncio.timeout(DELIVERY_TIMEOUT_S):
+        while len(letters) < count:
+            batch = await consumer.getmany(timeout_ms=500)
+            decoded = (orjson.loads(m.value) for ms in batch.values() for m in ms)
+            letters += [letter for letter in decoded if letter["key"] == key]
+    return letters
+
+
 async def test_malformed_topic_records_go_to_dead_letter_and_the_agent_keeps_going(
     stack: Stack, names: Callable[..., list[str]], client_for: Callable[..., Client],
 ) -> None:
@@ -163,26 +192,10 @@ async def test_malformed_topic_records_go_to_dead_letter_and_the_agent_keeps_goi
         orjson.dumps({**valid, "sender": "mallory"}): "is not in",
         orjson.dumps({**valid, "body": "x" * 70_000}): "exceeds",
     }
-    consumer = AIOKafkaConsumer(stack.settings.topic_dead_letter,
-                                bootstrap_servers=stack.settings.kafka_bootstrap,
-                                auto_offset_reset="latest", enable_auto_commit=False,
-                                isolation_level="read_committed")
-    await consumer.start()
-    try:
-        await consumer.seek_to_end()
-        for tp in consumer.assignment():
-            await consumer.position(tp)
+    async with dead_letters_from_now(stack) as consumer:
         await produce(stack, stack.settings.topic_inbound, [(cid, raw) for raw in bad])
         await client_for(alice).send(to=bob, client_msg_id="after-the-junk", body="still flows")
-
-        letters: list[dict[str, Any]] = []
-        async with asyncio.timeout(DELIVERY_TIMEOUT_S):
-            while len(letters) < len(bad):
-                batch = await consumer.getmany(timeout_ms=500)
-                letters += [orjson.loads(m.value) for ms in batch.values() for m in ms
-                            if orjson.loads(m.value)["key"] == cid]
-    finally:
-        await consumer.stop()
+        letters = await letters_keyed(consumer, cid, len(bad))
     by_value = {base64.b64decode(letter["value_b64"]): letter for letter in letters}
     assert set(by_value) == set(bad)
     for raw, reason in bad.items():
@@ -204,24 +217,9 @@ async def test_an_outside_batch_record_keeps_its_order_and_dead_letters_bad_item
         return encode_send(cid, changes.get("sender", alice), f"b{n}", body_json=b"%d" % n)
     items = [send(0), b'{"v":1,"kind":"send","conversation_id":"' + cid.encode() + b'"}',
              send(2), send(3, sender="mallory"), send(4)]
-    consumer = AIOKafkaConsumer(stack.settings.topic_dead_letter,
-                                bootstrap_servers=stack.settings.kafka_bootstrap,
-                                auto_offset_reset="latest", enable_auto_commit=False,
-                                isolation_level="read_committed")
-    await consumer.start()
-    try:
-        await consumer.seek_to_end()
-        for tp in consumer.assignment():
-            await consumer.position(tp)
+    async with dead_letters_from_now(stack) as consumer:
         await produce(stack, stack.settings.topic_inbound, [(cid, encode_batch(items))])
-        letters: list[dict[str, Any]] = []
-        async with asyncio.timeout(DELIVERY_TIMEOUT_S):
-            while len(letters) < 2:
-                batch = await consumer.getmany(timeout_ms=500)
-                letters += [orjson.loads(m.value) for ms in batch.values() for m in ms
-                            if orjson.loads(m.value)["key"] == cid]
-    finally:
-        await consumer.stop()
+        letters = await letters_keyed(consumer, cid, 2)
     inbox = await await_inbox(client_for(bob, "watch"), 3, "the batch's good messages")
     assert [(m["client_msg_id"], m["seq"], m["body"]) for m in inbox] == [
         ("b0", 1, 0), ("b2", 2, 2), ("b4", 3, 4)]
