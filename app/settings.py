@@ -69,11 +69,7 @@ class Settings(BaseSettings):
         False, description="Serve the demo chat page at / and its development login "
         "(POST /demo/login mints a token for any user name). `make run` sets IMFLOW_DEMO=1; "
         "never in production: anyone could log in as anyone.")
-
-    # --- agents ---
-    agent_session_timeout_s: float = Field(
-        10.0, description="A worker that stops heartbeating (kill -9) loses its partitions "
-        "after this long.")
+    # the ingress: admission and batch records
     admission_max_backlog_s: float = Field(
         2.0, description="The ingress refuses new messages (503 overloaded) while the "
         "oldest record the sequencer, inbox or push agent has not committed is older than "
@@ -95,6 +91,11 @@ class Settings(BaseSettings):
         5.0, description="The ingress sends a round of batch records (one per partition) "
         "at most this often; a message that arrives when the last round began longer ago "
         "than this is sent at once, so an idle system adds no wait.")
+
+    # --- agents ---
+    agent_session_timeout_s: float = Field(
+        10.0, description="A worker that stops heartbeating (kill -9) loses its partitions "
+        "after this long.")
     agent_batch_max: int = 500
     agent_metrics_port: int | None = Field(
         None, description="Port of this agent process's Prometheus metrics (default: 9101 "
