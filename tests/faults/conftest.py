@@ -4,6 +4,7 @@ web processes and even the services are killed and restarted by the tests."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -14,7 +15,7 @@ import orjson
 import pytest
 import pytest_asyncio
 
-from app.devstack import ROOT, Stack, free_port, launched, prepared_env
+from app.devstack import ROOT, Process, Stack, free_port, launched, prepared_env
 from tests.support.load import Audit, LoadResult, Traffic, create_groups, run_load
 
 pytestmark = pytest.mark.services
@@ -65,3 +66,13 @@ async def service(name: str, action: str) -> None:
                                 capture_output=True, text=True)
         assert result.returncode == 0, f"{name} {action}: {result.stderr[-2000:]}"
     await asyncio.to_thread(run)
+
+
+async def pause(proc: Process, seconds: float) -> None:
+    """SIGSTOP `proc` for `seconds`; SIGCONT it even if the test fails or is cancelled
+    meanwhile, so no stopped process outlives the test."""
+    proc.popen.send_signal(signal.SIGSTOP)
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        proc.popen.send_signal(signal.SIGCONT)

@@ -18,8 +18,7 @@ from app.devstack import Stack, produce, wait_for
 from app.models import direct_conversation, encode_batch, encode_send
 from app.stores import keys
 from app.stores.kafka import partition_of, topic_partitions
-from tests.faults.conftest import CATCH_UP_S, report, start_load
-from tests.faults.test_sequencer_moves import pause
+from tests.faults.conftest import CATCH_UP_S, pause, report, start_load
 from tests.support.load import await_clean_audit
 
 CONVERSATIONS = 400

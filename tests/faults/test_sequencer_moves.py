@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from app.devstack import Process, Stack, wait_for
-from tests.faults.conftest import CATCH_UP_S, RATE, report, start_load
+from tests.faults.conftest import CATCH_UP_S, RATE, pause, report, start_load
 from tests.support.load import LoadResult, Traffic, audit_sequenced, await_clean_audit
 
 SECOND = "sequencer-2"
@@ -74,16 +74,6 @@ async def restart(stack: Stack, name: str) -> set[int]:
     """kill -9 the sequencer process `name`, start it again, await its partitions."""
     stack.processes[name].stop(signal.SIGKILL)
     return await start_sequencer(stack, name)
-
-
-async def pause(proc: Process, seconds: float) -> None:
-    """SIGSTOP `proc` for `seconds`; SIGCONT it even if the test fails or is cancelled
-    meanwhile, so no stopped process outlives the test."""
-    proc.popen.send_signal(signal.SIGSTOP)
-    try:
-        await asyncio.sleep(seconds)
-    finally:
-        proc.popen.send_signal(signal.SIGCONT)
 
 
 @asynccontextmanager
