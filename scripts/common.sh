@@ -25,6 +25,20 @@ HBASE_THRIFT_HEAP="${IMFLOW_HBASE_THRIFT_HEAP:-384m}"
 
 REDIS_PORT="${IMFLOW_REDIS_PORT:-6379}"
 
+# IMFLOW_TOPOLOGY=cluster: a 3-node Kafka (KRaft, every node broker + controller), a Redis
+# Cluster of 3 masters and 3 replicas and a pre-split history table, all on 127.0.0.1, on
+# ports of their own (the single topology's can run beside them). Node n of Kafka listens
+# on KAFKA_CLUSTER_PORT+n-1 (controller KAFKA_CLUSTER_CONTROLLER_PORT+n-1); Redis nodes on
+# REDIS_CLUSTER_PORT..+5. HBase is the same standalone server in both topologies.
+TOPOLOGY="${IMFLOW_TOPOLOGY:-single}"
+[[ "$TOPOLOGY" == single || "$TOPOLOGY" == cluster ]] \
+  || { echo "IMFLOW_TOPOLOGY must be single or cluster, not $TOPOLOGY" >&2; exit 2; }
+KAFKA_NODES=3
+KAFKA_CLUSTER_PORT="${IMFLOW_KAFKA_CLUSTER_PORT:-9191}"
+KAFKA_CLUSTER_CONTROLLER_PORT="${IMFLOW_KAFKA_CLUSTER_CONTROLLER_PORT:-9291}"
+REDIS_CLUSTER_PORT="${IMFLOW_REDIS_CLUSTER_PORT:-7000}"
+REDIS_CLUSTER_NODES=6
+
 SERVICE_TIMEOUT="${IMFLOW_SERVICE_TIMEOUT:-180}"   # seconds each readiness probe may take
 
 mkdir -p "$RUN_DIR" "$LOG_DIR" "$CACHE_DIR"

@@ -2,6 +2,8 @@
 # Standalone Apache HBase 2.6 (HMaster with its RegionServer and ZooKeeper in one JVM)
 # plus the Thrift1 server that happybase talks to, all on 127.0.0.1.
 #   scripts/hbase.sh start|stop|status
+#   scripts/hbase.sh split NAMESPACE:TABLE REGIONS   (pre-split on the hash prefix; see
+#     scripts/jars/hbase/SplitTable.java; `imflow init` runs it when IMFLOW_HBASE_REGIONS > 1)
 # Jars: scripts/jars/hbase/pom.xml resolved by fetch_jars into $CACHE_DIR/jars/hbase.
 # Config (regenerated at every start): $VAR_DIR/hbase/conf; data: $VAR_DIR/hbase/data.
 # Logs: $LOG_DIR/hbase.log, $LOG_DIR/hbase-thrift.log (log4j2, rolled), *.out (JVM output).
@@ -25,6 +27,7 @@ HB_NAMESPACES="${IMFLOW_HBASE_NAMESPACES:-imflow}"
 HB_MAIN="org.apache.hadoop.hbase.master.HMaster"
 TH_MAIN="org.apache.hadoop.hbase.thrift.ThriftServer"
 NS_TOOL="$ROOT/scripts/jars/hbase/EnsureNamespaces.java"
+SPLIT_TOOL="$ROOT/scripts/jars/hbase/SplitTable.java"
 # AppCDS as in kafka.sh: the first run of each JVM dumps its classes when it stops, later
 # starts map the archive. IMFLOW_HBASE_CDS=0 turns it off.
 HB_CDS="${IMFLOW_HBASE_CDS:-1}"
@@ -325,9 +328,20 @@ status() {
   return "$rc"
 }
 
+split() {
+  [[ $# == 2 ]] || { echo "usage: $0 split NAMESPACE:TABLE REGIONS" >&2; exit 2; }
+  local -a cmd
+  client_cmd cmd "$SPLIT_TOOL" "$1" "$2"
+  if ! "${cmd[@]}" 2>"$LOG_DIR/hbase-split.log"; then
+    grep -v ' INFO \| WARN ' "$LOG_DIR/hbase-split.log" | tail -n 30 >&2 || true
+    return 1
+  fi
+}
+
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
   status) status ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  split) shift; split "$@" ;;
+  *) echo "usage: $0 start|stop|status|split" >&2; exit 2 ;;
 esac

@@ -1,7 +1,9 @@
 """Readiness probes used by the service scripts: exit 0 when the service answers.
 
-kafka: a metadata request lists the brokers; hbase: happybase `tables()` over Thrift;
-redis: PING. Ports come from the same IMFLOW_* variables the scripts use.
+kafka [PORT [BROKERS]]: a metadata request lists at least BROKERS brokers (default 1);
+hbase: happybase `tables()` over Thrift; redis [PORT]: PING, and on a cluster node
+CLUSTER INFO says the cluster is ok. Ports default to the IMFLOW_* variables the
+scripts use.
 """
 
 from __future__ import annotations
@@ -15,16 +17,16 @@ def _port(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
-async def _kafka() -> None:
+async def _kafka(port: int, brokers: int) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    port = _port("IMFLOW_KAFKA_PORT", 9092)
     admin = AIOKafkaAdminClient(bootstrap_servers=f"127.0.0.1:{port}", request_timeout_ms=3000)
     await admin.start()
     try:
         cluster = await admin.describe_cluster()
-        if not cluster.get("brokers"):
-            raise RuntimeError("no brokers in metadata")
+        listed = len(cluster.get("brokers") or [])
+        if listed < brokers:
+            raise RuntimeError(f"{listed} of {brokers} brokers in metadata")
     finally:
         await admin.close()
 
@@ -40,26 +42,32 @@ def _hbase() -> None:
         conn.close()
 
 
-def _redis() -> None:
+def _redis(port: int) -> None:
     import redis
 
-    port = _port("IMFLOW_REDIS_PORT", 6379)
     client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=3)
     if not client.ping():
         raise RuntimeError("PING failed")
+    if client.info("cluster").get("cluster_enabled"):
+        info = client.execute_command("CLUSTER", "INFO")
+        text = info.decode() if isinstance(info, bytes) else str(info)
+        if "cluster_state:ok" not in text:
+            raise RuntimeError(f"cluster not ok: {text.splitlines()[:1]}")
 
 
 def main(argv: list[str]) -> int:
     kind = argv[1] if len(argv) > 1 else ""
+    args = [int(a) for a in argv[2:]]
     try:
         if kind == "kafka":
-            asyncio.run(_kafka())
+            port = args[0] if args else _port("IMFLOW_KAFKA_PORT", 9092)
+            asyncio.run(_kafka(port, args[1] if len(args) > 1 else 1))
         elif kind == "hbase":
             _hbase()
         elif kind == "redis":
-            _redis()
+            _redis(args[0] if args else _port("IMFLOW_REDIS_PORT", 6379))
         else:
-            print("usage: probe.py kafka|hbase|redis", file=sys.stderr)
+            print("usage: probe.py kafka [PORT [BROKERS]] | hbase | redis [PORT]", file=sys.stderr)
             return 2
     except Exception as exc:  # any failure means "not ready yet"
         print(f"{kind} not ready: {exc!r}", file=sys.stderr)

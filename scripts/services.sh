@@ -4,6 +4,8 @@
 # Default: all of them; started in that order, stopped in reverse. `start` runs
 # scripts/install.sh first unless IMFLOW_SKIP_INSTALL=1. HBase is handled only when
 # scripts/hbase.sh exists. Prints how long each start took; exits non-zero on any failure.
+# IMFLOW_TOPOLOGY=cluster: a 3-node Kafka and a 6-node Redis Cluster instead (see
+# scripts/common.sh); HBase is the same standalone server.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -42,7 +44,10 @@ case "$cmd" in
         summary+=("$s: already running (no-op)"); continue
       fi
       # cold = first start on an empty data folder ($VAR_DIR/NAME), warm = data reused
-      kind=warm; [[ -d "$VAR_DIR/$s" ]] || kind=cold
+      kind=cold
+      if [[ "$TOPOLOGY" == cluster && "$s" != hbase ]]; then
+        compgen -G "$VAR_DIR/$s-[0-9]*" >/dev/null && kind=warm
+      elif [[ -d "$VAR_DIR/$s" ]]; then kind=warm; fi
       t0="$(now)"
       if bash "$ROOT/scripts/$s.sh" start; then
         summary+=("$s: started ($kind) in $(secs "$t0" "$(now)") s")
