@@ -19,7 +19,6 @@ from typing import Any
 import faust
 import mode
 import orjson
-import redis.asyncio as aioredis
 from faust.types import EventT
 
 from agents import metrics
@@ -28,7 +27,7 @@ from app.errors import StoreUnavailable
 from app.models import SequencedRecord, parse_sequenced_items
 from app.settings import Settings, get_settings
 from app.stores.history import HistoryStore
-from app.stores.redis_client import create_redis
+from app.stores.redis_client import RedisClient, create_redis
 from app.usecases.sinks import Sink
 
 log = logging.getLogger(__name__)
@@ -83,10 +82,10 @@ class RedisService(mode.Service):
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings = settings
-        self._client: aioredis.Redis | None = None
+        self._client: RedisClient | None = None
 
     @property
-    def client(self) -> aioredis.Redis:
+    def client(self) -> RedisClient:
         assert self._client is not None, "RedisService not started"
         return self._client
 

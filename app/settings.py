@@ -7,8 +7,9 @@ retention period is configured in exactly one place.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal, Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DAY_S = 86_400
@@ -26,6 +27,11 @@ class Settings(BaseSettings):
     token_ttl_s: int = 86_400
 
     app_prefix: str = Field("imflow", description="Prefix of Faust app ids (consumer groups).")
+    topology: Literal["single", "cluster"] = Field(
+        "single", description="Which local services the defaults point at: `single` (one "
+        "Kafka broker, one Redis) or `cluster` (scripts' 3-node Kafka at replication 3 / "
+        "min ISR 2, 6-node Redis Cluster, history table pre-split in 16 regions). A "
+        "setting given explicitly always wins.")
 
     # --- Kafka ---
     kafka_bootstrap: str = "127.0.0.1:9092"
@@ -34,12 +40,23 @@ class Settings(BaseSettings):
     topic_dead_letter: str = "imflow.dead-letter"
     partitions: int = Field(8, description="Partitions of inbound/messages (and changelogs).")
     replication_factor: int = 1
+    min_insync_replicas: int = Field(
+        1, description="Replicas that must have a write before Kafka acks it (acks=all); "
+        "set on imflow's topics. With replication 3, 2 keeps writes durable through the "
+        "loss of one broker.")
     produce_timeout_s: float = Field(
         1.5, description="Ingress answers 503 after this (the API promises within 2 s).")
     messages_retention_s: int = 8 * DAY_S
 
     # --- Redis ---
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_cluster: bool = Field(
+        False, description="`redis_url` names a node of a Redis Cluster (the client "
+        "discovers the others; keys of one user or conversation share a slot).")
+    redis_replica_acks: int = Field(
+        0, description="Replicas a sink waits for (WAIT) before its Kafka offset is "
+        "committed: Redis replicates asynchronously, so a failover can drop writes a "
+        "master acknowledged; 1 on a Redis Cluster with replicas.")
     redis_max_connections: int = Field(64, description="Connection pool size per process.")
     redis_pool_timeout_s: float = 2.0
     inbox_retention_s: int = 7 * DAY_S
@@ -52,6 +69,9 @@ class Settings(BaseSettings):
     hbase_table: str = "history"
     hbase_pool_size: int = Field(4, description="Threads (and Thrift connections) per process.")
     hbase_timeout_ms: int = 10_000
+    hbase_regions: int = Field(
+        1, description="Regions `imflow init` pre-splits the history table into, on the "
+        "row key's 2-hex-digit hash prefix (a divisor of 256).")
     history_retention_s: int = 180 * DAY_S
 
     # --- web ---
@@ -135,6 +155,15 @@ class Settings(BaseSettings):
         ".var/faust", description="Local data of this process's agents (the sequencer's "
         "RocksDB state); one folder per process.")
 
+    @model_validator(mode="after")
+    def _topology_defaults(self) -> Self:
+        """The cluster topology's endpoints and replication, for what was not set."""
+        if self.topology == "cluster":
+            for name, value in CLUSTER_DEFAULTS.items():
+                if name not in self.model_fields_set:
+                    setattr(self, name, value)
+        return self
+
     def jwt_secret(self) -> str:
         """The JWT key; only the web and token minting need it, so only they ask."""
         if self.secret is None:
@@ -160,6 +189,18 @@ class Settings(BaseSettings):
     @property
     def hbase_table_name(self) -> str:
         return f"{self.hbase_namespace}:{self.hbase_table}"
+
+
+# What IMFLOW_TOPOLOGY=cluster means: the services scripts/services.sh starts then.
+CLUSTER_DEFAULTS: dict[str, object] = {
+    "kafka_bootstrap": "127.0.0.1:9191,127.0.0.1:9192,127.0.0.1:9193",
+    "replication_factor": 3,
+    "min_insync_replicas": 2,
+    "redis_url": "redis://127.0.0.1:7000/0",
+    "redis_cluster": True,
+    "redis_replica_acks": 1,
+    "hbase_regions": 16,
+}
 
 
 @lru_cache(maxsize=1)

@@ -10,26 +10,28 @@ from their point in the log (G4) and no others (G5). `feedusers:{g:<gid>}` lists
 who ever had a span there: the push agent picks online members from it (app/stores/push.py).
 
 Idempotency (G2): `feedseq:{g:<gid>}` holds the last seq appended; an entry at or below
-it is skipped, and the spans change in the same Lua call as the append, atomically. A
-sender's read marker (replying reads) is the inbox store's: see `OfflineDelivery`.
-The append call names keys of several hash tags (the feed's and each changed member's),
-which one Redis allows; on Redis Cluster the span updates would move to their own calls.
+it is skipped. A message is one Lua call on the feed's keys. A membership change also
+opens or closes spans, whose keys are in their members' cluster slots, so it is three
+ordered steps (entry, spans, then feedseq), and the records after it wait for the third:
+once `feedseq` reaches a seq, every span that covers it is in place (the push agent relies
+on it), and no entry after a member's removal is appended before their span is closed
+(G4). A crash between the steps leaves the entry's id in `feedpending:{g:<gid>}`, where
+the retry finds it. A sender's read marker (replying reads) is the inbox store's: see
+`OfflineDelivery`.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any, cast
 
 import orjson
-import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
 
-from app.errors import StoreUnavailable
 from app.models import SequencedRecord
 from app.stores import keys, scripts
 from app.stores.inbox import retention_floor_id
-from app.stores.redis_client import redis_store
+from app.stores.redis_client import Call, RedisClient, by_slot, redis_store, run_script
 
 
 @dataclass(frozen=True)
@@ -58,41 +60,55 @@ class FeedState:
 class FeedStore:
     """Owns the feeds of read fan-out groups and their members' spans."""
 
-    def __init__(self, client: aioredis.Redis, *, retention_s: int) -> None:
+    def __init__(self, client: RedisClient, *, retention_s: int, replica_acks: int = 0) -> None:
         self._redis = client
         self._retention_s = retention_s
-        self._append = client.register_script(scripts.APPEND_FEED)
+        self._replica_acks = replica_acks  # sinks' writes wait for replicas (run_script)
 
     async def append(self, records: list[SequencedRecord]) -> int:
-        """Append each read fan-out record to its group's feed once; returns how many were new.
-
-        The calls go in one pipeline by the script's sha: a redis-py Script object in a
-        pipeline sends SCRIPT EXISTS before every execute. When Redis does not know the
-        script (a restart or a failover empties its cache) it is loaded and the whole
-        pipeline runs again, which the appends' idempotency makes safe."""
+        """Append each read fan-out record to its group's feed once, in order; returns how
+        many were new. Messages between membership changes go in one pipeline."""
         minid = retention_floor_id(self._retention_s)
-        calls: list[tuple[list[str], list[Any]]] = []
+        appended = 0
+        messages: list[Call] = []
         for record in records:
-            msg = record.message
-            cid = msg.conversation_id
-            removed = set(msg.body["members"]) if (
-                record.kind == "members" and msg.body["op"] == "remove") else set()
-            call_keys = [keys.feed(cid), keys.feed_seq(cid), keys.feed_users(cid),
-                         *map(keys.spans, record.recipients)]
-            args: list[Any] = [minid, self._retention_s, cid, msg.seq, msg.model_dump_json()]
-            for user in record.recipients:
-                args.extend(("c" if user in removed else "o", user))
-            calls.append((call_keys, args))
-        for _ in range(2):
-            try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for call_keys, args in calls:
-                        pipe.evalsha(self._append.sha, len(call_keys), *call_keys, *args)
-                    appended = await pipe.execute()
-                return sum(int(n) for n in appended)
-            except NoScriptError:
-                await self._redis.script_load(scripts.APPEND_FEED)
-        raise StoreUnavailable("Redis forgot the feed script twice in a row")
+            msg, cid = record.message, record.message.conversation_id
+            if not record.recipients:  # changes no span
+                messages.append(([keys.feed(cid), keys.feed_seq(cid)],
+                                 [minid, self._retention_s, msg.seq, msg.model_dump_json()]))
+                continue
+            appended += await self._run(scripts.APPEND_FEED, messages)
+            messages = []
+            appended += await self._append_changing_spans(record, minid)
+        return appended + await self._run(scripts.APPEND_FEED, messages)
+
+    async def _run(self, source: str, calls: list[Call]) -> int:
+        results = await run_script(self._redis, source, calls, replica_acks=self._replica_acks)
+        return sum(int(n or 0) for n in results)
+
+    async def _append_changing_spans(self, record: SequencedRecord, minid: str) -> int:
+        """The three steps of an entry that opens or closes members' spans."""
+        msg = record.message
+        cid = msg.conversation_id
+        [entry_id] = await run_script(
+            self._redis, scripts.FEED_ENTRY,
+            [([keys.feed(cid), keys.feed_seq(cid), keys.feed_pending(cid)],
+              [minid, self._retention_s, msg.seq, msg.model_dump_json()])],
+            replica_acks=self._replica_acks)
+        if entry_id is None:
+            return 0  # applied before, spans and all
+        removed = set(msg.body["members"]) if (
+            record.kind == "members" and msg.body["op"] == "remove") else set()
+        flags = {user: "c" if user in removed else "o" for user in record.recipients}
+        span_calls: list[Call] = [
+            ([keys.spans(u) for u in users], [cid, entry_id, msg.seq, *(flags[u] for u in users)])
+            for users in by_slot(self._redis, record.recipients, keys.spans)]
+        await self._run(scripts.UPDATE_SPANS, span_calls)
+        opened = [u for u in record.recipients if flags[u] == "o"]
+        await self._run(scripts.FINISH_FEED_ENTRY,
+                        [([keys.feed_seq(cid), keys.feed_users(cid), keys.feed_pending(cid)],
+                          [self._retention_s, msg.seq, *opened])])
+        return 1
 
     async def state(self, cid: str) -> FeedState:
         """The group feed's last appended seq, newest entry id and everyone who ever had a
@@ -110,10 +126,20 @@ class FeedStore:
     async def wait_appended(self, after: dict[str, str], timeout_s: float) -> None:
         """Block until one of the feeds (conversation id -> the entry id last seen) gets
         a new entry, or `timeout_s` passes: the inbox agent's append wakes the caller,
-        nothing polls."""
-        if after and timeout_s > 0:
-            await self._redis.xread({keys.feed(cid): last for cid, last in after.items()},
-                                    count=1, block=max(1, int(timeout_s * 1000)))
+        nothing polls. One blocking XREAD per cluster slot (a single one on one server)."""
+        if not after or timeout_s <= 0:
+            return
+        block_ms = max(1, int(timeout_s * 1000))
+        reads = [asyncio.ensure_future(self._redis.xread(
+                     {keys.feed(cid): after[cid] for cid in cids}, count=1, block=block_ms))
+                 for cids in by_slot(self._redis, after, keys.feed)]
+        try:
+            done, _ = await asyncio.wait(reads, return_when=asyncio.FIRST_COMPLETED)
+            for read in done:
+                read.result()  # a failed read raises here
+        finally:
+            for read in reads:
+                read.cancel()
 
     async def covering(self, cid: str, seq: int, users: list[str]) -> list[str]:
         """Those of `users` whose span of the group's feed covers `seq`."""

@@ -8,32 +8,28 @@ members, and waits on a per-event ack to answer group changes once they took eff
 
 from __future__ import annotations
 
-from typing import Any, cast
-
-import redis.asyncio as aioredis
+from typing import cast
 
 from app.models import SequencedRecord
 from app.stores import keys, scripts
-from app.stores.redis_client import redis_store
+from app.stores.redis_client import RedisClient, redis_store, run_script
 
 ACK_TTL_S = 300
 
 
 @redis_store
 class GroupStore:
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: RedisClient, *, replica_acks: int = 0) -> None:
         self._redis = client
-        self._apply = client.register_script(scripts.APPLY_MEMBERS)
+        self._replica_acks = replica_acks  # sinks' writes wait for replicas (run_script)
 
     async def apply(self, records: list[SequencedRecord]) -> None:
         """Apply the membership events among `records` (idempotent), then ack each one."""
         events = [r.message for r in records if r.kind == "members"]
-        for msg in events:
-            body: dict[str, Any] = msg.body
-            await self._apply(
-                keys=[keys.group(msg.conversation_id), keys.members(msg.conversation_id)],
-                args=[msg.seq, body["op"], body["owner"], *body["members"]],
-            )
+        await run_script(self._redis, scripts.APPLY_MEMBERS, [
+            ([keys.group(m.conversation_id), keys.members(m.conversation_id)],
+             [m.seq, m.body["op"], m.body["owner"], *m.body["members"]]) for m in events],
+            replica_acks=self._replica_acks)
         if events:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for msg in events:

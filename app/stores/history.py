@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import subprocess
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import happybase
@@ -143,7 +145,26 @@ class HistoryStore:
 
 
 def ensure_table(settings: Settings) -> bool:
-    """Create the history table if missing (blocking; used by `imflow init`)."""
+    """Create the history table if missing, pre-split into `hbase_regions` regions
+    (blocking; used by `imflow init`)."""
+    made = _create_table(settings)
+    if settings.hbase_regions > 1:
+        split_table(settings)
+    return made
+
+
+def split_table(settings: Settings) -> None:
+    """Split the history table on the row key's hash prefix (idempotent). Thrift1 has no
+    split call: the project's HBase script runs HBase's Java admin client for it."""
+    script = Path(__file__).resolve().parents[2] / "scripts" / "hbase.sh"
+    done = subprocess.run(["bash", str(script), "split", settings.hbase_table_name,
+                           str(settings.hbase_regions)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise StoreUnavailable(f"splitting {settings.hbase_table_name} into "
+                               f"{settings.hbase_regions} regions failed: {done.stderr[-2000:]}")
+
+
+def _create_table(settings: Settings) -> bool:
     conn = happybase.Connection(settings.hbase_host, port=settings.hbase_port,
                                 timeout=settings.hbase_timeout_ms)
     try:

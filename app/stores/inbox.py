@@ -15,11 +15,10 @@ import time
 from typing import Any, cast
 
 import orjson
-import redis.asyncio as aioredis
 
 from app.models import SequencedRecord
 from app.stores import keys, scripts
-from app.stores.redis_client import redis_store
+from app.stores.redis_client import Call, RedisClient, by_slot, redis_store, run_script
 
 DELIVERIES_PER_CALL = 2_000
 
@@ -52,44 +51,50 @@ def id_tuple(stream_id: str) -> tuple[int, int]:
 class InboxStore:
     """Owns every Redis key of the offline inbox."""
 
-    def __init__(self, client: aioredis.Redis, *, retention_s: int) -> None:
+    def __init__(self, client: RedisClient, *, retention_s: int, replica_acks: int = 0) -> None:
         self._redis = client
         self._retention_s = retention_s
-        self._deliver = client.register_script(scripts.DELIVER)
+        self._replica_acks = replica_acks  # sinks' writes wait for replicas (run_script)
         self._mark_read = client.register_script(scripts.MARK_READ)
 
     async def deliver(self, records: list[SequencedRecord]) -> int:
         """Append each record to each recipient's inbox once; returns entries written.
 
-        Calls carry at most `DELIVERIES_PER_CALL` deliveries, so one Lua call never holds
-        Redis for long (and never outlasts a client timeout, after which a retry would
-        run the same work again). Splitting is safe: each delivery is idempotent."""
-        written = 0
+        One Lua call per cluster slot of recipients (one call on a single server), of at
+        most `DELIVERIES_PER_CALL` deliveries, so one call never holds Redis for long (and
+        never outlasts a client timeout, after which a retry would run the same work
+        again); all calls of the batch go in one pipeline. Splitting is safe: each
+        delivery is idempotent, and a user's deliveries keep their order in one call."""
+        payloads = [record.message.model_dump_json() for record in records]
+        pairs = [(i, user) for i, record in enumerate(records) for user in record.recipients]
+        calls: list[Call] = []
+        for group in by_slot(self._redis, pairs, lambda pair: keys.inbox(pair[1])):
+            for start in range(0, len(group), DELIVERIES_PER_CALL):
+                calls.append(self._deliver_call(records, payloads,
+                                                group[start:start + DELIVERIES_PER_CALL]))
+        written = await run_script(self._redis, scripts.DELIVER, calls,
+                                   replica_acks=self._replica_acks)
+        return sum(int(n) for n in written)
+
+    def _deliver_call(self, records: list[SequencedRecord], payloads: list[str],
+                      pairs: list[tuple[int, str]]) -> Call:
+        """One DELIVER call: each payload it needs once, however many inboxes it goes to
+        (a group event can be 100s of KB)."""
         call_keys: list[str] = []
         deliveries: list[Any] = []
-        payloads: list[str] = []
-        for record in records:
-            msg = record.message
-            payloads.append(msg.model_dump_json())
-            for user in record.recipients:
-                call_keys.extend(_delivery_keys(user, msg.conversation_id))
-                role = "s" if user == msg.sender else "o" if record.kind == "message" else "e"
-                deliveries.extend((msg.conversation_id, msg.seq, role, len(payloads)))
-                if len(call_keys) >= 5 * DELIVERIES_PER_CALL:
-                    written += await self._call_deliver(call_keys, payloads, deliveries)
-                    call_keys, deliveries, payloads = [], [], [payloads[-1]]
-                    # the current record's payload is now number 1 of the next call
-        if call_keys:
-            written += await self._call_deliver(call_keys, payloads, deliveries)
-        return written
-
-    async def _call_deliver(self, call_keys: list[str], payloads: list[str],
-                            deliveries: list[Any]) -> int:
-        args = [self.floor_id(), self._retention_s, len(payloads), *payloads, *deliveries]
-        return int(await self._deliver(keys=call_keys, args=args))
+        used: dict[int, int] = {}  # record index -> its payload's number in this call
+        for i, user in pairs:
+            msg, kind = records[i].message, records[i].kind
+            call_keys.extend(_delivery_keys(user, msg.conversation_id))
+            role = "s" if user == msg.sender else "o" if kind == "message" else "e"
+            number = used.setdefault(i, len(used) + 1)
+            deliveries.extend((msg.conversation_id, msg.seq, role, number))
+        args = [self.floor_id(), self._retention_s, len(used),
+                *(payloads[i] for i in used), *deliveries]
+        return call_keys, args
 
     @property
-    def client(self) -> aioredis.Redis:
+    def client(self) -> RedisClient:
         return self._redis
 
     @property
@@ -134,15 +139,11 @@ class InboxStore:
     async def mark_sent_read(self, records: list[SequencedRecord]) -> None:
         """A sender has read their conversation up to each message they sent (replying
         reads), for records that reach them through a group feed, not their inbox."""
-        sent = [r.message for r in records if r.kind == "message"]
-        if not sent:
-            return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for msg in sent:
-                user, cid = msg.sender, msg.conversation_id
-                await self._mark_read(keys=[keys.read_markers(user), keys.unread(user, cid)],
-                                      args=[cid, msg.seq, self._retention_s], client=pipe)
-            await pipe.execute()
+        calls: list[Call] = [
+            ([keys.read_markers(m.sender), keys.unread(m.sender, m.conversation_id)],
+             [m.conversation_id, m.seq, self._retention_s])
+            for m in (r.message for r in records if r.kind == "message")]
+        await run_script(self._redis, scripts.MARK_READ, calls, replica_acks=self._replica_acks)
 
     async def conversations(self, user: str) -> list[dict[str, Any]]:
         """The user's conversations with their last message and unread count, newest first."""

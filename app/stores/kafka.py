@@ -273,24 +273,25 @@ async def ensure_topics(settings: Settings) -> list[str]:
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     retention_ms = str(settings.messages_retention_s * 1000)
+    durable = {"min.insync.replicas": str(settings.min_insync_replicas)}
+
+    def new_topic(name: str, partitions: int, **configs: str) -> NewTopic:
+        return NewTopic(name, partitions, settings.replication_factor,
+                        topic_configs={**durable, **configs})
+
     wanted = [
-        NewTopic(settings.topic_inbound, settings.partitions, settings.replication_factor,
-                 topic_configs={"retention.ms": retention_ms}),
-        NewTopic(settings.topic_messages, settings.partitions, settings.replication_factor,
-                 topic_configs={"retention.ms": retention_ms}),
-        NewTopic(settings.topic_dead_letter, 1, settings.replication_factor,
-                 topic_configs={"retention.ms": retention_ms}),
+        new_topic(settings.topic_inbound, settings.partitions, **{"retention.ms": retention_ms}),
+        new_topic(settings.topic_messages, settings.partitions, **{"retention.ms": retention_ms}),
+        new_topic(settings.topic_dead_letter, 1, **{"retention.ms": retention_ms}),
         # The sequencer's changelogs (tables/sequencer_state.py), one partition per
         # inbound partition: the state compacted, the dedup window kept by time, an hour
         # longer than the window, in segments of an hour so it is dropped an hour at a time.
-        NewTopic(settings.sequencer_state_topic, settings.partitions,
-                 settings.replication_factor,
-                 topic_configs={"cleanup.policy": "compact", "segment.ms": str(HOUR_MS)}),
-        NewTopic(settings.sequencer_dedup_topic, settings.partitions,
-                 settings.replication_factor,
-                 topic_configs={"cleanup.policy": "delete",
-                                "retention.ms": str(settings.dedup_window_s * 1000 + HOUR_MS),
-                                "segment.ms": str(HOUR_MS)}),
+        new_topic(settings.sequencer_state_topic, settings.partitions,
+                  **{"cleanup.policy": "compact", "segment.ms": str(HOUR_MS)}),
+        new_topic(settings.sequencer_dedup_topic, settings.partitions,
+                  **{"cleanup.policy": "delete",
+                     "retention.ms": str(settings.dedup_window_s * 1000 + HOUR_MS),
+                     "segment.ms": str(HOUR_MS)}),
     ]
     created: list[str] = []
     try:

@@ -58,6 +58,11 @@ def feed_seq(cid: str) -> str:
     return f"feedseq:{_tag(cid)}"
 
 
+def feed_pending(cid: str) -> str:
+    """Hash seq -> entry id of a membership entry appended but not yet counted in feedseq."""
+    return f"feedpending:{_tag(cid)}"
+
+
 def feed_users(cid: str) -> str:
     """Everyone who ever had a span in the group's feed."""
     return f"feedusers:{_tag(cid)}"

@@ -8,15 +8,14 @@ the users connected to it, so a device gets its messages whatever process it is 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from typing import Any, cast
-
-import redis.asyncio as aioredis
 
 from app.models import SequencedRecord
 from app.stores import keys, scripts
 from app.stores.feeds import FeedStore
-from app.stores.redis_client import redis_store
+from app.stores.redis_client import Call, RedisClient, by_slot, is_cluster, redis_store, run_script
 
 log = logging.getLogger(__name__)
 RECIPIENTS_PER_CALL = 2_000
@@ -26,7 +25,7 @@ RECIPIENTS_PER_CALL = 2_000
 class PresenceStore:
     """Which devices of a user are connected, and to which web process (TTL-refreshed)."""
 
-    def __init__(self, client: aioredis.Redis, *, ttl_s: int) -> None:
+    def __init__(self, client: RedisClient, *, ttl_s: int) -> None:
         self._redis = client
         self._ttl_s = ttl_s
         self._disconnect = client.register_script(scripts.DISCONNECT)
@@ -55,12 +54,12 @@ def _payload(record: SequencedRecord) -> bytes:
 class PushPublisher:
     """Publishes sequenced records to the channels of online recipients."""
 
-    def __init__(self, client: aioredis.Redis, *, feed_wait_s: float,
+    def __init__(self, client: RedisClient, *, feed_wait_s: float,
                  feeds: FeedStore) -> None:
         self._redis = client
         self._feed_wait_s = feed_wait_s
         self._feeds = feeds
-        self._publish = client.register_script(scripts.PUBLISH_ONLINE)
+        self._publish_command = "SPUBLISH" if is_cluster(client) else "PUBLISH"
 
     async def publish(self, records: list[SequencedRecord]) -> int:
         """Publish every record to its online recipients; returns how many (record,
@@ -109,21 +108,25 @@ class PushPublisher:
         return [u for u, p in zip(users, present, strict=True) if p]
 
     async def _publish_online(self, targets: list[tuple[SequencedRecord, list[str]]]) -> int:
-        """Publish each record to those of its users who are online, in as few calls as
-        `RECIPIENTS_PER_CALL` allows (one Lua call never holds Redis long)."""
-        sent = 0
+        """Publish each record to those of its users who are online: one Lua call per
+        cluster slot of users (one in all on a single server) and at most
+        `RECIPIENTS_PER_CALL` users a call (one call never holds Redis long), all calls in
+        one pipeline."""
+        payloads = [_payload(record) for record, _ in targets]
+        pairs = [(i, user) for i, (_, users) in enumerate(targets) for user in users]
+        calls: list[Call] = []
+        for group in by_slot(self._redis, pairs, lambda pair: keys.presence(pair[1])):
+            for start in range(0, len(group), RECIPIENTS_PER_CALL):
+                calls.append(self._publish_call(payloads, group[start:start + RECIPIENTS_PER_CALL]))
+        return sum(int(n) for n in await run_script(self._redis, scripts.PUBLISH_ONLINE, calls))
+
+    def _publish_call(self, payloads: list[bytes], pairs: list[tuple[int, str]]) -> Call:
+        """One PUBLISH_ONLINE call: the users of each record in a run after its payload."""
         call_keys: list[str] = []
-        args: list[Any] = []
-        for record, recipients in targets:
-            payload = _payload(record)
-            for start in range(0, len(recipients), RECIPIENTS_PER_CALL):
-                users = recipients[start:start + RECIPIENTS_PER_CALL]
-                call_keys.extend(keys.presence(u) for u in users)
-                args.extend((len(users), payload))
-                args.extend(keys.push_channel(u) for u in users)
-                if len(call_keys) >= RECIPIENTS_PER_CALL:
-                    sent += int(await self._publish(keys=call_keys, args=args))
-                    call_keys, args = [], []
-        if call_keys:
-            sent += int(await self._publish(keys=call_keys, args=args))
-        return sent
+        args: list[Any] = [self._publish_command]
+        for i, run in itertools.groupby(pairs, key=lambda pair: pair[0]):
+            users = [user for _, user in run]
+            call_keys.extend(keys.presence(u) for u in users)
+            args.extend((len(users), payloads[i]))
+            args.extend(keys.push_channel(u) for u in users)
+        return call_keys, args

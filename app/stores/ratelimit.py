@@ -10,17 +10,15 @@ from __future__ import annotations
 import asyncio
 import time
 
-import redis.asyncio as aioredis
-
 from app.stores import keys, scripts
-from app.stores.redis_client import redis_store
+from app.stores.redis_client import RedisClient, by_slot, redis_store, run_script
 
 
 @redis_store
 class RateLimiter:
-    def __init__(self, client: aioredis.Redis, *, per_second: int) -> None:
+    def __init__(self, client: RedisClient, *, per_second: int) -> None:
         self._per_second = per_second
-        self._hit_many = client.register_script(scripts.HIT_RATE)
+        self._redis = client
         self._pending: list[tuple[str, asyncio.Future[int]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
@@ -39,16 +37,19 @@ class RateLimiter:
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
+                groups = by_slot(self._redis, batch, lambda hit: hit[0])  # one call per slot
                 try:
-                    results = await self._hit_many(keys=[key for key, _ in batch],
-                                                   args=[self._per_second])
+                    results = await run_script(
+                        self._redis, scripts.HIT_RATE,
+                        [([key for key, _ in group], [self._per_second]) for group in groups])
                 except Exception as exc:  # every waiter gets the store's error
                     for _, verdict in batch:
                         if not verdict.done():
                             verdict.set_exception(exc)
                     continue
-                for (_, verdict), over in zip(batch, results, strict=True):
-                    if not verdict.done():  # not if the request was cancelled meanwhile
-                        verdict.set_result(int(over))
+                for group, overs in zip(groups, results, strict=True):
+                    for (_, verdict), over in zip(group, overs, strict=True):
+                        if not verdict.done():  # not if the request was cancelled meanwhile
+                            verdict.set_result(int(over))
         finally:
             self._flusher = None

@@ -58,36 +58,74 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', seq)
 return redis.call('ZCARD', KEYS[2])
 """
 
-# Used by FeedStore.append.
-# KEYS: feed, feedseq, feedusers, then the spans hash of each changed member. ARGV: minid,
-# ttl_s, conversation, seq, payload, then per changed member "o" (a span opens) or "c"
-# (it closes) and the user id. Returns 1 if appended, 0 if already there.
+# Used by FeedStore.append, for an entry that changes no member's span (a message).
+# KEYS: feed, feedseq. ARGV: minid, ttl_s, seq, payload. Returns 1 if appended, 0 if
+# already there.
 APPEND_FEED = """
-local MAX_SPANS = 16 -- per member and group: who is removed and re-added more keeps the latest
-local seq = tonumber(ARGV[4])
+local seq = tonumber(ARGV[3])
 if seq <= tonumber(redis.call('GET', KEYS[2]) or '0') then return 0 end
 local ttl = tonumber(ARGV[2])
-local id = redis.call('XADD', KEYS[1], 'MINID', ARGV[1], '*', 'm', ARGV[5])
+redis.call('XADD', KEYS[1], 'MINID', ARGV[1], '*', 'm', ARGV[4])
 redis.call('SET', KEYS[2], seq, 'EX', ttl)
 redis.call('EXPIRE', KEYS[1], ttl)
-for i = 4, #KEYS do
-  local flag, user = ARGV[2 * i - 2], ARGV[2 * i - 1]
-  local raw = redis.call('HGET', KEYS[i], ARGV[3])
+return 1
+"""
+
+# Used by FeedStore.append, step 1 of 3 of an entry that opens or closes spans (a
+# membership change): the entry, not yet counted in feedseq; its id is kept in feedpending
+# until step 3, so a retry after a crash finds the same entry instead of adding another.
+# KEYS: feed, feedseq, feedpending. ARGV: minid, ttl_s, seq, payload. Returns the entry's
+# stream id, or nil when the seq was applied already (steps 2 and 3 included).
+FEED_ENTRY = """
+local seq = tonumber(ARGV[3])
+if seq <= tonumber(redis.call('GET', KEYS[2]) or '0') then return false end
+local id = redis.call('HGET', KEYS[3], ARGV[3])
+if not id then
+  local ttl = tonumber(ARGV[2])
+  id = redis.call('XADD', KEYS[1], 'MINID', ARGV[1], '*', 'm', ARGV[4])
+  redis.call('HSET', KEYS[3], ARGV[3], id)
+  redis.call('EXPIRE', KEYS[3], ttl)
+  redis.call('EXPIRE', KEYS[1], ttl)
+end
+return id
+"""
+
+# Used by FeedStore.append, step 2: the spans of changed members (one cluster slot per
+# call). KEYS: their spans hashes. ARGV: conversation, entry id, seq, then per key "o" (a
+# span opens at the entry) or "c" (it closes there). Idempotent: an open span is not
+# opened again, a closed one not closed again.
+UPDATE_SPANS = """
+local MAX_SPANS = 16 -- per member and group: who is removed and re-added more keeps the latest
+local cid, id, seq = ARGV[1], ARGV[2], tonumber(ARGV[3])
+for i = 1, #KEYS do
+  local raw = redis.call('HGET', KEYS[i], cid)
   local spans = raw and cjson.decode(raw) or {}
   local last = spans[#spans]
-  if flag == 'o' then
+  if ARGV[3 + i] == 'o' then
     if not last or last.t then
       table.insert(spans, {f = id, fs = seq})
       if #spans > MAX_SPANS then table.remove(spans, 1) end
-      redis.call('HSET', KEYS[i], ARGV[3], cjson.encode(spans))
-      redis.call('SADD', KEYS[3], user)
+      redis.call('HSET', KEYS[i], cid, cjson.encode(spans))
     end
   elseif last and not last.t then
     last.t = id
     last.ts = seq
-    redis.call('HSET', KEYS[i], ARGV[3], cjson.encode(spans))
+    redis.call('HSET', KEYS[i], cid, cjson.encode(spans))
   end
 end
+return #KEYS
+"""
+
+# Used by FeedStore.append, step 3: the entry counts (feedseq), its newly opened members
+# are among the feed's users. KEYS: feedseq, feedusers, feedpending. ARGV: ttl_s, seq, then
+# the users whose span opened.
+FINISH_FEED_ENTRY = """
+local seq = tonumber(ARGV[2])
+if seq > tonumber(redis.call('GET', KEYS[1]) or '0') then
+  redis.call('SET', KEYS[1], seq, 'EX', tonumber(ARGV[1]))
+end
+for i = 3, #ARGV do redis.call('SADD', KEYS[2], ARGV[i]) end
+redis.call('HDEL', KEYS[3], ARGV[2])
 return 1
 """
 
@@ -119,15 +157,18 @@ return over
 """
 
 # Used by PushPublisher.
-# KEYS: the presence key of each recipient of each record, in order. ARGV per record: the
-# number of its recipients, its payload, then the channel of each. One call per batch.
+# KEYS: the presence key of each recipient of each record, in order (one cluster slot per
+# call). ARGV: the publish command ("PUBLISH", or "SPUBLISH" on Redis Cluster: a sharded
+# channel stays on its slot's shard instead of being broadcast to every node), then per
+# record: the number of its recipients, its payload, then the channel of each.
 PUBLISH_ONLINE = """
-local sent, k, i = 0, 1, 1
+local publish = ARGV[1]
+local sent, k, i = 0, 1, 2
 while i <= #ARGV do
   local n, payload = tonumber(ARGV[i]), ARGV[i + 1]
   for j = 1, n do
     if redis.call('EXISTS', KEYS[k]) == 1 then
-      redis.call('PUBLISH', ARGV[i + 1 + j], payload)
+      redis.call(publish, ARGV[i + 1 + j], payload)
       sent = sent + 1
     end
     k = k + 1

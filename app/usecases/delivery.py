@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-
 from app.models import SequencedRecord
 from app.stores.feeds import FeedStore
 from app.stores.groups import GroupStore
 from app.stores.inbox import InboxStore
+from app.stores.redis_client import RedisClient
 
 
 @dataclass(frozen=True)
@@ -25,10 +24,10 @@ class Delivered:
 
 
 class OfflineDelivery:
-    def __init__(self, client: aioredis.Redis, *, retention_s: int) -> None:
-        self.groups = GroupStore(client)
-        self.inbox = InboxStore(client, retention_s=retention_s)
-        self.feeds = FeedStore(client, retention_s=retention_s)
+    def __init__(self, client: RedisClient, *, retention_s: int, replica_acks: int = 0) -> None:
+        self.groups = GroupStore(client, replica_acks=replica_acks)
+        self.inbox = InboxStore(client, retention_s=retention_s, replica_acks=replica_acks)
+        self.feeds = FeedStore(client, retention_s=retention_s, replica_acks=replica_acks)
 
     async def apply(self, records: list[SequencedRecord]) -> Delivered:
         await self.groups.apply(records)

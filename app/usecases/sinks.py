@@ -38,7 +38,8 @@ class Sink:
 
 
 def _inbox(settings: Settings, redis: Any) -> Apply:
-    delivery = OfflineDelivery(redis, retention_s=settings.inbox_retention_s)
+    delivery = OfflineDelivery(redis, retention_s=settings.inbox_retention_s,
+                               replica_acks=settings.redis_replica_acks)
 
     async def apply(records: list[SequencedRecord]) -> Applied:
         delivered = await delivery.apply(records)

@@ -6,7 +6,6 @@ import re
 from typing import Any, TypeVar
 
 import orjson
-import redis.asyncio as aioredis
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
@@ -21,6 +20,7 @@ from app.stores.inbox import InboxStore
 from app.stores.kafka import InboundProducer
 from app.stores.push import PresenceStore
 from app.stores.ratelimit import RateLimiter
+from app.stores.redis_client import RedisClient
 from app.web.admission import Admission
 from app.web.push_hub import PushHub
 
@@ -28,7 +28,7 @@ M = TypeVar("M", bound=BaseModel)
 _INTEGER = re.compile(r"-?[0-9]{1,20}")
 
 SETTINGS = web.AppKey("settings", Settings)
-REDIS = web.AppKey("redis", aioredis.Redis)
+REDIS = web.AppKey[RedisClient]("redis")
 PRODUCER = web.AppKey("producer", InboundProducer)
 ADMISSION = web.AppKey("admission", Admission)
 INBOX = web.AppKey("inbox", InboxStore)

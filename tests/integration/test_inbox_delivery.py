@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from typing import cast
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -16,6 +16,7 @@ import app.stores.inbox as inbox_module
 from app.models import Message, SequencedRecord
 from app.stores import keys
 from app.stores.inbox import InboxStore
+from app.stores.redis_client import Call
 
 pytestmark = pytest.mark.services
 
@@ -45,13 +46,13 @@ async def test_a_batch_split_across_calls_delivers_each_record_once(
                record(cid, 4, users[3:])]
     inbox = InboxStore(redis, retention_s=3600)
     calls = 0
-    deliver = inbox._call_deliver
+    deliver_call = inbox._deliver_call
 
-    async def counting(*args: object) -> int:
+    def counting(*args: Any) -> Call:
         nonlocal calls
         calls += 1
-        return await deliver(*args)  # type: ignore[arg-type]
-    monkeypatch.setattr(inbox, "_call_deliver", counting)
+        return deliver_call(*args)
+    monkeypatch.setattr(inbox, "_deliver_call", counting)
 
     assert await inbox.deliver(records) == 5 + 2 + 6 + 3
     assert calls == 6  # 16 deliveries, at most 3 per call
