@@ -22,11 +22,13 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import orjson
 
 from app.auth import mint_token
 from app.settings import Settings
+from app.stores.redis_client import create_redis
 from app.usecases.sinks import SINKS
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: scripts/, the Procfile
@@ -48,8 +50,8 @@ def free_port() -> int:
 
 def session_env(run_id: str, workdir: Path, **overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMFLOW_")}
-    for k in ("IMFLOW_KAFKA_BOOTSTRAP", "IMFLOW_REDIS_URL", "IMFLOW_HBASE_HOST",
-              "IMFLOW_HBASE_PORT"):
+    for k in ("IMFLOW_TOPOLOGY", "IMFLOW_KAFKA_BOOTSTRAP", "IMFLOW_REDIS_URL",
+              "IMFLOW_HBASE_HOST", "IMFLOW_HBASE_PORT"):
         if k in os.environ:
             env[k] = os.environ[k]
     env.update(
@@ -170,11 +172,33 @@ def settings_from_env(env: dict[str, str]) -> Settings:
     return Settings(_env_file=None, **values)  # type: ignore[arg-type]
 
 
+TOPOLOGY = os.environ.get("IMFLOW_TOPOLOGY", "single")  # the services a run uses
+
+
+def redis_env(db: int) -> dict[str, str]:
+    """Where a run keeps its Redis data: database `db` of the single server, or on the
+    cluster topology the Redis Cluster itself (a cluster has database 0 only, and a run
+    flushes it: do not point tests at a cluster whose data matters)."""
+    if "IMFLOW_REDIS_URL" in os.environ or TOPOLOGY == "cluster":
+        return {}
+    return {"IMFLOW_REDIS_URL": f"redis://127.0.0.1:6379/{db}"}
+
+
+def local_settings(*, redis_db: int, **values: Any) -> Settings:
+    """Settings for a test that talks to the services itself (no stack)."""
+    env = {k[len("IMFLOW_"):].lower(): v for k, v in redis_env(redis_db).items()}
+    return Settings(_env_file=None, topology=TOPOLOGY, **{"secret": "x" * 32, **env, **values})
+
+
 def probe_services() -> None:
     import pytest
 
-    for kind in ("redis", "kafka", "hbase"):
-        result = subprocess.run([sys.executable, "scripts/probe.py", kind], cwd=ROOT,
+    s = Settings(_env_file=None, topology=TOPOLOGY)
+    brokers = s.kafka_bootstrap.split(",")
+    probes = {"redis": [str(urlsplit(s.redis_url).port or 6379)],
+              "kafka": [brokers[0].rsplit(":", 1)[1], str(len(brokers))], "hbase": []}
+    for kind, args in probes.items():
+        result = subprocess.run([sys.executable, "scripts/probe.py", kind, *args], cwd=ROOT,
                                 capture_output=True, text=True)
         if result.returncode != 0:
             pytest.fail(f"{kind} is not running ({result.stderr.strip()}); "
@@ -185,8 +209,7 @@ def probe_services() -> None:
 def prepared_env(workdir: Path, *, redis_db: int, **overrides: str) -> Iterator[dict[str, str]]:
     """A run's environment with its topics and table created; dropped afterwards."""
     probe_services()
-    env = session_env(new_run_id(), workdir,
-                      IMFLOW_REDIS_URL=f"redis://127.0.0.1:6379/{redis_db}", **overrides)
+    env = session_env(new_run_id(), workdir, **{**redis_env(redis_db), **overrides})
     subprocess.run([str(BIN / "imflow"), "init"], cwd=ROOT, env=env, check=True,
                    capture_output=True)
     try:
@@ -228,11 +251,9 @@ async def launched(env: dict[str, str], workdir: str | Path,
     """The agents (every one by default) and the given web processes, running and
     passing messages (with no agents: the webs ready); with `metrics`, each agent serves
     its Prometheus metrics on a free port (`stack.metrics_urls`)."""
-    import redis.asyncio as aioredis
-
     settings = settings_from_env(env)
-    redis = aioredis.from_url(settings.redis_url)
-    await redis.flushdb()
+    redis = create_redis(settings)
+    await redis.flushdb()  # on a cluster: every master
     await redis.aclose()
     stack = Stack(env=env, workdir=Path(workdir), settings=settings)
     try:

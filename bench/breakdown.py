@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any, cast
 
 import orjson
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 
 from app.devstack import ROOT, Stack, free_port, launched, prepared_env
 from app.models import parse_sequenced_items
 from app.stores import keys
+from app.stores.redis_client import create_redis
 from bench.run import client_env, cpu_ms_per_message, inboxes_hold, pct, service_pids
 from bench.stages import cpu_seconds
 
@@ -76,7 +76,7 @@ async def run(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> d
                 pass
         sent = {m[0]: m for m in orjson.loads(out.read_bytes())["sent"] if m[4] == 202}
         load_ended = time.monotonic()
-        caught_up = await inboxes_hold(stack.settings.redis_url,
+        caught_up = await inboxes_hold(stack.settings,
                                        [f"r{i}-{tag}" for i in range(args.pairs)], len(sent),
                                        within=args.drain)
         # CPU over the load and its catch-up only: a fixed drain window would add the
@@ -85,7 +85,7 @@ async def run(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> d
         cpu_ms["loadgen"] = round(1000 * loadgen_cpu / max(1, len(sent)), 3)
         cpu_ms["total"] = round(cpu_ms["total"] + cpu_ms["loadgen"], 3)  # here with the client
         sequenced = await sequenced_times(stack)
-        redis = aioredis.from_url(stack.settings.redis_url)
+        redis = create_redis(stack.settings)
         stages: dict[str, list[float]] = {"web": [], "sequencer": [], "inbox": []}
         # per second of the run (by send time): the worst sequencer and inbox lag, to
         # tell a stall (a few bad seconds) from a stage that falls steadily behind

@@ -38,7 +38,6 @@ from typing import Any
 import aiohttp
 import happybase
 import orjson
-import redis.asyncio as aioredis
 from rich.console import Console
 from rich.table import Table
 
@@ -52,8 +51,10 @@ from app.devstack import (
     prepared_env,
     wait_for,
 )
+from app.settings import Settings
 from app.stores import keys
 from app.stores.history import conversation_prefix
+from app.stores.redis_client import RedisClient, create_redis
 from app.usecases.sinks import SINKS
 from bench.picture import draw
 from bench.stages import cpu_seconds
@@ -90,7 +91,7 @@ def pct(values: list[float], q: float) -> float:
 # ------------------------------------------------------------------ end to end
 
 
-async def _inbox_arrivals(redis: aioredis.Redis, users: list[str]) -> dict[str, float]:
+async def _inbox_arrivals(redis: RedisClient, users: list[str]) -> dict[str, float]:
     """message_id -> ms when XADD put it into the recipient's inbox (the stream id)."""
     arrivals: dict[str, float] = {}
     async with redis.pipeline(transaction=False) as pipe:
@@ -104,11 +105,11 @@ async def _inbox_arrivals(redis: aioredis.Redis, users: list[str]) -> dict[str, 
     return arrivals
 
 
-async def inboxes_hold(redis_url: str, users: list[str], count: int, *,
+async def inboxes_hold(settings: Settings, users: list[str], count: int, *,
                        within: float) -> float:
     """Wait until the users' inboxes hold `count` entries in all (or `within` seconds
     pass), with one cheap XLEN each per poll; the monotonic time it ended."""
-    redis = aioredis.from_url(redis_url)
+    redis = create_redis(settings)
     deadline = time.monotonic() + within
     try:
         while time.monotonic() < deadline:
@@ -195,11 +196,11 @@ async def e2e(stack: Stack, *, rate: float, duration: float, pairs: int,
     acked = {m[0]: m for m in out["sent"] if m[4] == 202}
     # CPU over the load and its catch-up (until the inboxes hold every acked message),
     # read before the drain's own polling below adds to Redis's and HBase's.
-    await inboxes_hold(stack.settings.redis_url, sorted({m[2] for m in acked.values()}),
+    await inboxes_hold(stack.settings, sorted({m[2] for m in acked.values()}),
                        len(acked), within=DRAIN_LIMIT_S)
     cpu_ms = cpu_ms_per_message(cpu_before, rss.pids, len(acked))
     cids = sorted({f"u:{min(m[1], m[2])}:{max(m[1], m[2])}" for m in out["sent"]})
-    redis = aioredis.from_url(stack.settings.redis_url)
+    redis = create_redis(stack.settings)
     drain_started = time.monotonic()
     inbox: dict[str, float] = {}
     history: dict[str, float] = {}
@@ -407,7 +408,7 @@ async def ingress(stack: Stack) -> dict[str, Any]:
 # ------------------------------------------------------------------ fan-out
 
 
-async def raw_xadd_rate(redis: aioredis.Redis, streams: int, per_pipeline: int = 1000) -> float:
+async def raw_xadd_rate(redis: RedisClient, streams: int, per_pipeline: int = 1000) -> float:
     """Deliveries/s of pipelined XADD from Python: the per-recipient baseline."""
     tag = uuid.uuid4().hex[:6]
     payload = orjson.dumps({"message_id": "x" * 32, "body": {"text": "x" * 64}})
@@ -424,7 +425,7 @@ async def raw_xadd_rate(redis: aioredis.Redis, streams: int, per_pipeline: int =
     return streams / took
 
 
-async def _xadd_calls(redis: aioredis.Redis) -> int:
+async def _xadd_calls(redis: RedisClient) -> int:
     """XADD calls Redis has served (scripts' calls included): inbox and feed writes."""
     stats = await redis.info("commandstats")
     return int(stats.get("cmdstat_xadd", {}).get("calls", 0))
@@ -441,7 +442,7 @@ async def fanout(stack: Stack, members: int, messages: int) -> dict[str, Any]:
     gid, cid = f"fan{members}-{tag}", f"g:fan{members}-{tag}"
     secret = stack.env["IMFLOW_SECRET"]
     headers = {"Authorization": f"Bearer {mint_token(secret, owner, ttl_s=3600)}"}
-    redis = aioredis.from_url(stack.settings.redis_url)
+    redis = create_redis(stack.settings)
     everyone = [owner, *others]
 
     async def applied_everywhere() -> list[int]:
@@ -502,7 +503,7 @@ async def fanout_modes(args: argparse.Namespace, env: dict[str, str],
         if threshold is not None:
             run_env["IMFLOW_READ_FANOUT_THRESHOLD"] = threshold
         async with launched(run_env, workdir, [("web1", free_port(), None)]) as stack:
-            redis = aioredis.from_url(stack.settings.redis_url)
+            redis = create_redis(stack.settings)
             runs[f"raw_xadd_{label}"] = await raw_xadd_rate(redis, 10_000)
             await redis.aclose()
             runs[f"{label}_1k"] = await fanout(stack, 1_000, args.fanout_messages_1k)

@@ -11,12 +11,13 @@ who ever had a span there: the push agent picks online members from it (app/stor
 
 Idempotency (G2): `feedseq:{g:<gid>}` holds the last seq appended; an entry at or below
 it is skipped. A message is one Lua call on the feed's keys. A membership change also
-opens or closes spans, whose keys are in their members' cluster slots, so it is three
-ordered steps (entry, spans, then feedseq), and the records after it wait for the third:
-once `feedseq` reaches a seq, every span that covers it is in place (the push agent relies
-on it), and no entry after a member's removal is appended before their span is closed
-(G4). A crash between the steps leaves the entry's id in `feedpending:{g:<gid>}`, where
-the retry finds it. A sender's read marker (replying reads) is the inbox store's: see
+opens or closes spans, whose keys are in their members' cluster slots, so it takes three
+ordered steps: reserve the entry's stream id, write the spans with it, then append the
+entry at that id and count it in `feedseq` in one call; the records after it wait for
+the third. So an entry and its spans become visible together (the push agent relies on
+it), and nothing after a member's removal is appended before their span is closed (G4).
+A crash between the steps leaves the reserved id in `feedpending:{g:<gid>}`, where the
+retry finds it. A sender's read marker (replying reads) is the inbox store's: see
 `OfflineDelivery`.
 """
 
@@ -91,9 +92,9 @@ class FeedStore:
         msg = record.message
         cid = msg.conversation_id
         [entry_id] = await run_script(
-            self._redis, scripts.FEED_ENTRY,
+            self._redis, scripts.RESERVE_FEED_ENTRY,
             [([keys.feed(cid), keys.feed_seq(cid), keys.feed_pending(cid)],
-              [minid, self._retention_s, msg.seq, msg.model_dump_json()])],
+              [self._retention_s, msg.seq])],
             replica_acks=self._replica_acks)
         if entry_id is None:
             return 0  # applied before, spans and all
@@ -105,20 +106,20 @@ class FeedStore:
             for users in by_slot(self._redis, record.recipients, keys.spans)]
         await self._run(scripts.UPDATE_SPANS, span_calls)
         opened = [u for u in record.recipients if flags[u] == "o"]
-        await self._run(scripts.FINISH_FEED_ENTRY,
-                        [([keys.feed_seq(cid), keys.feed_users(cid), keys.feed_pending(cid)],
-                          [self._retention_s, msg.seq, *opened])])
-        return 1
+        return await self._run(scripts.FINISH_FEED_ENTRY, [(
+            [keys.feed(cid), keys.feed_seq(cid), keys.feed_users(cid), keys.feed_pending(cid)],
+            [minid, self._retention_s, msg.seq, entry_id, msg.model_dump_json(), *opened])])
 
     async def state(self, cid: str) -> FeedState:
         """The group feed's last appended seq, newest entry id and everyone who ever had a
-        span in it, read in one MULTI: once `applied_seq` reaches a seq, every span that
-        covers it is in place (they change in the append's own Lua call)."""
-        async with self._redis.pipeline(transaction=True) as pipe:
+        span in it. The newest id is read first: an entry is appended and counted in one
+        call, so the seq read after it is at least that entry's, and a wait for entries
+        after that id cannot miss the next one."""
+        async with self._redis.pipeline(transaction=False) as pipe:  # one slot: in order
+            pipe.xrevrange(keys.feed(cid), count=1)
             pipe.get(keys.feed_seq(cid))
             pipe.smembers(keys.feed_users(cid))
-            pipe.xrevrange(keys.feed(cid), count=1)
-            last, users, newest = await pipe.execute()
+            newest, last, users = await pipe.execute()
         return FeedState(applied_seq=int(last or 0),
                          last_id=newest[0][0].decode() if newest else "0-0",
                          users=sorted(u.decode() for u in users))

@@ -72,20 +72,24 @@ return 1
 """
 
 # Used by FeedStore.append, step 1 of 3 of an entry that opens or closes spans (a
-# membership change): the entry, not yet counted in feedseq; its id is kept in feedpending
-# until step 3, so a retry after a crash finds the same entry instead of adding another.
-# KEYS: feed, feedseq, feedpending. ARGV: minid, ttl_s, seq, payload. Returns the entry's
-# stream id, or nil when the seq was applied already (steps 2 and 3 included).
-FEED_ENTRY = """
-local seq = tonumber(ARGV[3])
-if seq <= tonumber(redis.call('GET', KEYS[2]) or '0') then return false end
-local id = redis.call('HGET', KEYS[3], ARGV[3])
+# membership change): the stream id the entry will get, after the feed's newest, kept in
+# feedpending until step 3 appends it, so a retry after a crash reuses it.
+# KEYS: feed, feedseq, feedpending. ARGV: ttl_s, seq. Returns the id, or nil when the seq
+# was applied already (all three steps).
+RESERVE_FEED_ENTRY = """
+if tonumber(ARGV[2]) <= tonumber(redis.call('GET', KEYS[2]) or '0') then return false end
+local id = redis.call('HGET', KEYS[3], ARGV[2])
 if not id then
-  local ttl = tonumber(ARGV[2])
-  id = redis.call('XADD', KEYS[1], 'MINID', ARGV[1], '*', 'm', ARGV[4])
-  redis.call('HSET', KEYS[3], ARGV[3], id)
-  redis.call('EXPIRE', KEYS[3], ttl)
-  redis.call('EXPIRE', KEYS[1], ttl)
+  local now = redis.call('TIME')
+  local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+  id = ms .. '-0'
+  if newest then
+    local last_ms, last_n = string.match(newest[1], '(%d+)-(%d+)')
+    if tonumber(last_ms) >= ms then id = last_ms .. '-' .. (tonumber(last_n) + 1) end
+  end
+  redis.call('HSET', KEYS[3], ARGV[2], id)
+  redis.call('EXPIRE', KEYS[3], tonumber(ARGV[1]))
 end
 return id
 """
@@ -116,16 +120,18 @@ end
 return #KEYS
 """
 
-# Used by FeedStore.append, step 3: the entry counts (feedseq), its newly opened members
-# are among the feed's users. KEYS: feedseq, feedusers, feedpending. ARGV: ttl_s, seq, then
-# the users whose span opened.
+# Used by FeedStore.append, step 3: the entry is appended at its reserved id and counts
+# (feedseq) in one call, so it and its spans become visible together; its newly opened
+# members join the feed's users. KEYS: feed, feedseq, feedusers, feedpending. ARGV:
+# minid, ttl_s, seq, entry id, payload, then the users whose span opened.
 FINISH_FEED_ENTRY = """
-local seq = tonumber(ARGV[2])
-if seq > tonumber(redis.call('GET', KEYS[1]) or '0') then
-  redis.call('SET', KEYS[1], seq, 'EX', tonumber(ARGV[1]))
-end
-for i = 3, #ARGV do redis.call('SADD', KEYS[2], ARGV[i]) end
-redis.call('HDEL', KEYS[3], ARGV[2])
+local seq, ttl = tonumber(ARGV[3]), tonumber(ARGV[2])
+if seq <= tonumber(redis.call('GET', KEYS[2]) or '0') then return 0 end
+redis.call('XADD', KEYS[1], 'MINID', ARGV[1], ARGV[4], 'm', ARGV[5])
+redis.call('SET', KEYS[2], seq, 'EX', ttl)
+redis.call('EXPIRE', KEYS[1], ttl)
+for i = 6, #ARGV do redis.call('SADD', KEYS[3], ARGV[i]) end
+redis.call('HDEL', KEYS[4], ARGV[3])
 return 1
 """
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-import redis.asyncio as aioredis
 
 from app.apiclient import Client
 from app.devstack import Stack, wait_for
 from app.stores import keys
 from app.stores.push import PresenceStore
+from app.stores.redis_client import create_redis
 from tests.e2e.conftest import DELIVERY_TIMEOUT_S
 
 pytestmark = pytest.mark.services
@@ -45,7 +45,7 @@ async def test_presence_follows_connections(
     stack: Stack, names: Callable[..., list[str]], client_for: Callable[..., Client],
 ) -> None:
     (carol,) = names("carol")
-    redis = aioredis.from_url(stack.settings.redis_url)
+    redis = create_redis(stack.settings)
     presence = PresenceStore(redis, ttl_s=stack.settings.presence_ttl_s)
     try:
         async with client_for(carol, "phone", web=1).ws() as ws:

@@ -8,7 +8,6 @@ from typing import Any
 
 import happybase
 import pytest
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app.apiclient import Client
@@ -16,6 +15,7 @@ from app.devstack import Stack, produce, run_cli
 from app.models import encode_batch, encode_send, parse_sequenced_items
 from app.stores.history import conversation_prefix
 from app.stores.kafka import partition_of, topic_partitions
+from app.stores.redis_client import create_redis
 from tests.e2e.conftest import await_history, await_inbox, direct, inbox_all
 
 pytestmark = pytest.mark.services
@@ -33,7 +33,7 @@ def by_conversation(inbox: list[dict[str, Any]]) -> dict[str, list[tuple[int, st
 
 
 async def wipe_user(stack: Stack, user: str) -> None:
-    redis = aioredis.from_url(stack.settings.redis_url)
+    redis = create_redis(stack.settings)
     try:
         keys = [k async for k in redis.scan_iter(match=f"*{{{user}}}*")]
         assert keys, f"no keys for {user}"

@@ -12,12 +12,12 @@ import uuid
 from typing import cast
 
 import orjson
-import redis.asyncio as aioredis
 
 from app.devstack import Stack, produce, wait_for
 from app.models import direct_conversation, encode_batch, encode_send
 from app.stores import keys
 from app.stores.kafka import partition_of, topic_partitions
+from app.stores.redis_client import RedisClient, create_redis
 from tests.faults.conftest import CATCH_UP_S, pause, report, start_load
 from tests.support.load import await_clean_audit
 
@@ -35,14 +35,14 @@ async def conversations_on_one_partition(stack: Stack, tag: str) -> list[tuple[s
             if partition_of(direct_conversation(s, r).encode(), count) == 0][:CONVERSATIONS]
 
 
-async def inbox_counts(redis: aioredis.Redis, users: list[str]) -> int:
+async def inbox_counts(redis: RedisClient, users: list[str]) -> int:
     async with redis.pipeline(transaction=False) as pipe:
         for user in users:
             pipe.xlen(keys.inbox(user))
         return sum(await pipe.execute())
 
 
-async def kill_inbox_inside_a_batch(stack: Stack, redis: aioredis.Redis) -> dict[str, int]:
+async def kill_inbox_inside_a_batch(stack: Stack, redis: RedisClient) -> dict[str, int]:
     """Produce 8,000 messages as 16 inbound batch records of one partition, kill -9 the
     inbox agent as soon as the first reaches an inbox, restart it, wait for every inbox to
     be complete; what the inboxes held at the kill, and how many came out wrong."""
@@ -83,7 +83,7 @@ async def kill_inbox_inside_a_batch(stack: Stack, redis: aioredis.Redis) -> dict
 
 async def test_an_inbox_agent_killed_while_applying_batch_records_redoes_them_exactly_once(
         fault_stack: Stack) -> None:
-    redis = aioredis.from_url(fault_stack.settings.redis_url)
+    redis = create_redis(fault_stack.settings)
     try:
         for _ in range(ATTEMPTS):
             outcome = await kill_inbox_inside_a_batch(fault_stack, redis)

@@ -8,9 +8,8 @@ import asyncio
 import signal
 import time
 
-import redis.asyncio as aioredis
-
 from app.devstack import Stack, run_cli, wait_for, wait_web_ready
+from app.stores.redis_client import create_redis
 from tests.faults.conftest import CATCH_UP_S, report, service, start_load
 from tests.support.load import (
     Audit,
@@ -116,7 +115,7 @@ async def test_flushed_redis_is_rebuilt_exactly_by_replay(fault_stack: Stack) ->
     final, _ = await await_clean_audit(fault_stack.settings, traffic, result, within=CATCH_UP_S)
     assert final.clean, final
     before = await whole_inboxes(fault_stack.settings, traffic.users)
-    redis = aioredis.from_url(fault_stack.settings.redis_url)
+    redis = create_redis(fault_stack.settings)
     await redis.flushdb()
     await redis.aclose()
     started = time.monotonic()

@@ -11,15 +11,15 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
-import redis.asyncio as aioredis
 
+from app.devstack import local_settings
 from app.models import Message, SequencedRecord
 from app.stores import keys
 from app.stores.feeds import FeedState, FeedStore
 from app.stores.push import PresenceStore, PushPublisher
+from app.stores.redis_client import RedisClient, create_redis
 
 pytestmark = pytest.mark.services
-REDIS_URL = "redis://127.0.0.1:6379/9"
 
 
 def entry(cid: str, seq: int, recipients: list[str]) -> SequencedRecord:
@@ -30,13 +30,13 @@ def entry(cid: str, seq: int, recipients: list[str]) -> SequencedRecord:
 
 
 @pytest_asyncio.fixture
-async def redis() -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(REDIS_URL)
+async def redis() -> AsyncIterator[RedisClient]:
+    client = create_redis(local_settings(redis_db=9))
     yield client
     await client.aclose()
 
 
-async def test_a_feed_append_survives_an_emptied_script_cache(redis: aioredis.Redis) -> None:
+async def test_a_feed_append_survives_an_emptied_script_cache(redis: RedisClient) -> None:
     cid = f"g:feed-{uuid.uuid4().hex[:8]}"
     feeds = FeedStore(redis, retention_s=60)
     await redis.script_flush()  # as after a Redis restart or a failover
@@ -48,7 +48,7 @@ async def test_a_feed_append_survives_an_emptied_script_cache(redis: aioredis.Re
 class LookCounting(FeedStore):
     """A feed store that notes when the push publisher reads a feed's state."""
 
-    def __init__(self, client: aioredis.Redis, *, retention_s: int) -> None:
+    def __init__(self, client: RedisClient, *, retention_s: int) -> None:
         super().__init__(client, retention_s=retention_s)
         self.looks: list[float] = []
 
@@ -58,7 +58,7 @@ class LookCounting(FeedStore):
 
 
 async def test_push_of_a_feed_entry_wakes_on_the_append_instead_of_polling(
-        redis: aioredis.Redis) -> None:
+        redis: RedisClient) -> None:
     cid = f"g:push-{uuid.uuid4().hex[:8]}"
     member, offline = f"on-{uuid.uuid4().hex[:6]}", f"off-{uuid.uuid4().hex[:6]}"
     feeds = LookCounting(redis, retention_s=60)

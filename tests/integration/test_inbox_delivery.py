@@ -10,20 +10,20 @@ from typing import Any, cast
 import orjson
 import pytest
 import pytest_asyncio
-import redis.asyncio as aioredis
 
 import app.stores.inbox as inbox_module
+from app.devstack import local_settings
 from app.models import Message, SequencedRecord
 from app.stores import keys
 from app.stores.inbox import InboxStore
-from app.stores.redis_client import Call
+from app.stores.redis_client import Call, RedisClient, create_redis
 
 pytestmark = pytest.mark.services
 
 
 @pytest_asyncio.fixture
-async def redis() -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url("redis://127.0.0.1:6379/9")
+async def redis() -> AsyncIterator[RedisClient]:
+    client = create_redis(local_settings(redis_db=9))
     yield client
     await client.aclose()
 
@@ -36,7 +36,7 @@ def record(cid: str, seq: int, recipients: list[str]) -> SequencedRecord:
 
 
 async def test_a_batch_split_across_calls_delivers_each_record_once(
-    redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch,
+    redis: RedisClient, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(inbox_module, "DELIVERIES_PER_CALL", 3)  # splits mid-record
     tag = uuid.uuid4().hex[:8]

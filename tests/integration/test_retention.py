@@ -12,15 +12,15 @@ import happybase
 import orjson
 import pytest
 import pytest_asyncio
-import redis.asyncio as aioredis
 
-from app.devstack import wait_for
+from app.devstack import local_settings, wait_for
 from app.models import Message, SequencedRecord
 from app.settings import Settings
 from app.stores import keys
 from app.stores.feeds import FeedStore
 from app.stores.history import HistoryStore, ensure_table
 from app.stores.inbox import InboxStore
+from app.stores.redis_client import RedisClient, create_redis
 from app.usecases.sync import SyncCursor, read_page
 
 pytestmark = pytest.mark.services
@@ -36,14 +36,13 @@ def record(cid: str, seq: int, sender: str, recipients: list[str]) -> SequencedR
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(_env_file=None, secret="x" * 32, redis_url="redis://127.0.0.1:6379/9",
-                    hbase_table=f"retention_{uuid.uuid4().hex[:8]}",
+    return local_settings(redis_db=9, hbase_table=f"retention_{uuid.uuid4().hex[:8]}",
                     inbox_retention_s=RETENTION_S, history_retention_s=RETENTION_S)
 
 
 @pytest_asyncio.fixture
-async def redis(settings: Settings) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(settings.redis_url)
+async def redis(settings: Settings) -> AsyncIterator[RedisClient]:
+    client = create_redis(settings)
     yield client
     await client.aclose()
 
@@ -52,7 +51,7 @@ async def messages(inbox: InboxStore, user: str) -> list[dict[str, Any]]:
     return [orjson.loads(f[b"m"]) for _, f in await inbox.entries(user, after=None, count=10)]
 
 
-async def test_inbox_entries_expire_and_are_trimmed(redis: aioredis.Redis) -> None:
+async def test_inbox_entries_expire_and_are_trimmed(redis: RedisClient) -> None:
     user, other = f"ret-{uuid.uuid4().hex[:8]}", "someone"
     inbox = InboxStore(redis, retention_s=RETENTION_S)
     await inbox.deliver([record(f"u:{other}:{user}", 1, other, [user])])
@@ -72,7 +71,7 @@ async def test_inbox_entries_expire_and_are_trimmed(redis: aioredis.Redis) -> No
     await wait_for(key_gone, within=RETENTION_S + 5, what="the idle inbox key to expire")
 
 
-async def test_group_feed_entries_expire_and_are_trimmed(redis: aioredis.Redis) -> None:
+async def test_group_feed_entries_expire_and_are_trimmed(redis: RedisClient) -> None:
     """The read fan-out feed keeps the inbox's retention; members' spans outlive it."""
     member, cid = f"ret-{uuid.uuid4().hex[:8]}", f"g:ret-{uuid.uuid4().hex[:8]}"
     inbox = InboxStore(redis, retention_s=RETENTION_S)

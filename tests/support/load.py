@@ -17,7 +17,6 @@ from typing import Any
 
 import aiohttp
 import orjson
-import redis.asyncio as aioredis
 
 from app.devstack import Stack
 from app.models import direct_conversation
@@ -25,6 +24,7 @@ from app.settings import Settings
 from app.stores.feeds import FeedStore
 from app.stores.history import HistoryStore
 from app.stores.inbox import InboxStore
+from app.stores.redis_client import create_redis
 from app.usecases.sync import SyncCursor, read_page
 
 REQUEST_TIMEOUT_S = 5.0
@@ -160,7 +160,7 @@ class Audit:
 async def audit(settings: Settings, traffic: Traffic, result: LoadResult, *,
                 history_too: bool = True) -> Audit:
     """Compare every acked message with what the inboxes and the history hold."""
-    redis = aioredis.from_url(settings.redis_url)
+    redis = create_redis(settings)
     inbox = InboxStore(redis, retention_s=settings.inbox_retention_s)
     history = HistoryStore(settings)
     expected: dict[str, set[str]] = defaultdict(set)
@@ -234,7 +234,7 @@ async def whole_inboxes(settings: Settings,
                         users: set[str]) -> dict[str, dict[str, list[tuple[int, str]]]]:
     """Each user's inbox as conversation -> [(seq, message id)] in inbox order (the order
     that G1 promises; how conversations interleave is not part of it)."""
-    redis = aioredis.from_url(settings.redis_url)
+    redis = create_redis(settings)
     inbox = InboxStore(redis, retention_s=settings.inbox_retention_s)
     try:
         result: dict[str, dict[str, list[tuple[int, str]]]] = {}
