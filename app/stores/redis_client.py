@@ -78,6 +78,8 @@ async def run_script(client: RedisClient, source: str, calls: Sequence[Call], *,
     if not calls:
         return []
     sha = _sha(source)
+    if replica_acks > 0 and is_cluster(client):
+        await client.initialize()  # the slot map, for WAIT's nodes (a no-op once known)
     for _ in range(2):
         try:
             async with client.pipeline(transaction=False) as pipe:
@@ -112,7 +114,8 @@ def _queue_waits(client: RedisClient, pipe: Any, calls: Sequence[Call], replica_
 
 
 def node_of(client: aioredis.RedisCluster, key: str) -> ClusterNode:
-    """The master that serves `key`'s slot now."""
+    """The master that serves `key`'s slot now (after `client.initialize()`: a cluster
+    client learns the slot map on its first command)."""
     node = client.get_node_from_key(key)
     if node is None:
         raise StoreUnavailable(f"no Redis Cluster node serves the slot of {key!r}")
@@ -125,8 +128,11 @@ def _sha(source: str) -> str:
 
 
 # What redis-py raises when Redis does not answer (a refused or dropped connection, a
-# timeout, no free pooled connection in time).
-REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+# timeout, no free pooled connection in time), or a cluster cannot serve a slot yet (a
+# master failed and its replica is not promoted yet; a slot moving).
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+              redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError,
+              redis.exceptions.SlotNotCoveredError, redis.exceptions.ReadOnlyError)
 
 C = TypeVar("C", bound=type)
 

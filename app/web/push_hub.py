@@ -105,7 +105,8 @@ class PushHub:
         self._idle_channel = keys.node_channel(node_id)  # keeps the connection subscribed
 
     async def start(self) -> None:
-        if not self._sharded:
+        if is_cluster(self._client):
+            await self._client.initialize()  # the slot map, to find each channel's shard
             await self._subscription_for(self._idle_channel).add(self._idle_channel)
 
     async def stop(self) -> None:
