@@ -1,11 +1,13 @@
-# imflow: `make run` starts everything on a fresh machine, `make test` runs every test.
-# Both install what they need (apt packages, .venv, jars from Maven Central) on first use.
+# imflow: `make run` starts everything on a fresh machine, `make test-all` runs every test
+# on both topologies. They install what they need (apt packages, .venv, jars from Maven
+# Central) on first use. IMFLOW_TOPOLOGY=cluster selects the cluster topology (3 Kafka
+# brokers, a Redis Cluster, pre-split history) for services, run, test and bench.
 SHELL := /bin/bash
 VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install services init run test test-faults test-read-fanout lint unit stop status bench soak
+.PHONY: install services init run test test-all test-faults test-read-fanout lint unit stop status bench soak
 
 install:  ## apt packages, the .venv and the Kafka/HBase jars (idempotent)
 	bash scripts/install.sh
@@ -35,6 +37,11 @@ test: services lint ## every test against the real Kafka, HBase and Redis, fault
 	$(MAKE) --no-print-directory test-read-fanout
 	$(MAKE) --no-print-directory test-faults
 
+test-all: ## `make test` on the single topology, then on the cluster topology (CI runs this)
+	$(MAKE) --no-print-directory test
+	bash scripts/services.sh stop redis kafka  # the single topology's: CPU for the cluster's
+	IMFLOW_TOPOLOGY=cluster $(MAKE) --no-print-directory test
+
 test-read-fanout: services ## tests/e2e again with every group of 3+ members on read fan-out
 	IMFLOW_TEST_READ_FANOUT_THRESHOLD=2 $(BIN)/pytest tests/e2e
 
@@ -48,8 +55,9 @@ soak: services ## the sequencer's full-window test with 5 million messages (~20 
 bench: services ## the benchmarks (bench/run.py); writes bench/results/latest.json
 	$(BIN)/python -m bench.run
 
-stop:     ## stop the services this project started
+stop:     ## stop the services this project started (both topologies)
 	bash scripts/services.sh stop
+	IMFLOW_TOPOLOGY=cluster bash scripts/services.sh stop redis kafka
 
 status:
 	bash scripts/services.sh status

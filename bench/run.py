@@ -45,6 +45,7 @@ from app.apiclient import Client
 from app.auth import mint_token
 from app.devstack import (
     ROOT,
+    TOPOLOGY,
     Stack,
     free_port,
     launched,
@@ -318,13 +319,13 @@ async def pipeline_idle(stack: Stack, within: float = 300) -> float:
 
 
 def service_pids() -> dict[str, int]:
-    """The PIDs of the services `scripts/services.sh` started (Kafka, HBase, Thrift, Redis)."""
-    pids: dict[str, int] = {}
-    for service in ("kafka", "hbase", "hbase-thrift", "redis"):
-        pid_file = ROOT / ".var" / "run" / f"{service}.pid"
-        if pid_file.exists():
-            pids[service] = int(pid_file.read_text().strip())
-    return pids
+    """The PIDs of the services `scripts/services.sh` started for this topology (Kafka,
+    HBase, Thrift, Redis; on the cluster topology each Kafka and Redis node by name)."""
+    run_dir = Path(os.environ.get("IMFLOW_VAR_DIR", ROOT / ".var")) / "run"
+    nodes = r"(kafka-\d+|redis-\d+)" if TOPOLOGY == "cluster" else "(kafka|redis)"
+    pattern = re.compile(rf"({nodes}|hbase|hbase-thrift)\.pid")
+    return {f.name[:-len(".pid")]: int(f.read_text().strip())
+            for f in sorted(run_dir.glob("*.pid")) if pattern.fullmatch(f.name)}
 
 
 class RssSampler:
