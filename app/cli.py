@@ -91,6 +91,15 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rebuild_groups(args: argparse.Namespace) -> int:
+    from tables.groups_rebuild import rebuild_groups
+
+    done = asyncio.run(rebuild_groups(get_settings()))
+    print(orjson.dumps({"records": done.records, "groups": done.groups,
+                        "written": done.written}).decode())
+    return 0
+
+
 def _web_url(args: argparse.Namespace) -> str:
     settings = get_settings()
     return str(args.url or f"http://{settings.host}:{settings.port}").rstrip("/")
@@ -241,6 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--to-time", help="ISO-8601 time or epoch ms: stop before it")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_replay)
+
+    p = sub.add_parser("rebuild-groups", help="rewrite the group membership projection "
+                       "(Redis) from the sequencer's state changelog, whatever the groups' "
+                       "age (idempotent; after a Redis wipe, before or with `replay`)")
+    p.set_defaults(func=_rebuild_groups)
 
     p = sub.add_parser("openapi", help="regenerate app/web/openapi.json from the models")
     p.set_defaults(func=_openapi)

@@ -37,6 +37,15 @@ class GroupStore:
                     pipe.expire(keys.applied_ack(msg.message_id), ACK_TTL_S)
                 await pipe.execute()
 
+    async def restore(self, groups: list[tuple[str, int, str, list[str]]]) -> int:
+        """Write (conversation, seq, owner, members) snapshots where the projection is
+        older than `seq` or missing; how many were written. Membership events after the
+        snapshot then apply on top of it (their seqs are higher)."""
+        written = await run_script(self._redis, scripts.RESTORE_MEMBERS, [
+            ([keys.group(cid), keys.members(cid)], [seq, owner, *members])
+            for cid, seq, owner, members in groups], replica_acks=self._replica_acks)
+        return sum(int(n) for n in written)
+
     async def wait_applied(self, event_id: str, timeout_s: float) -> int | None:
         """The seq of the membership event once applied, or None after `timeout_s`."""
         item = await self._redis.blpop([keys.applied_ack(event_id)], timeout=timeout_s)

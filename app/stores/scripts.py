@@ -149,6 +149,18 @@ redis.call('HSET', KEYS[1], 'seq', seq, 'owner', ARGV[3])
 return 1
 """
 
+# Used by GroupStore.restore: a group's membership as the sequencer's changelog has it
+# at `seq` (its conversation's last seq), unless the projection is there already.
+# KEYS: group hash, member set; ARGV: seq, owner, members... Returns 1 if written.
+RESTORE_MEMBERS = """
+local seq = tonumber(ARGV[1])
+if seq <= tonumber(redis.call('HGET', KEYS[1], 'seq') or '0') then return 0 end
+redis.call('DEL', KEYS[2])
+for i = 3, #ARGV do redis.call('SADD', KEYS[2], ARGV[i]) end
+redis.call('HSET', KEYS[1], 'seq', seq, 'owner', ARGV[2])
+return 1
+"""
+
 # Used by RateLimiter.
 # KEYS: one window counter per check; ARGV: limit. Returns per check 1 if over the limit.
 HIT_RATE = """
