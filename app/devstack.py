@@ -246,11 +246,12 @@ def drop_run_data(settings: Settings) -> None:
 @asynccontextmanager
 async def launched(env: dict[str, str], workdir: str | Path,
                    webs: Sequence[tuple[str, int, dict[str, str] | None]],
-                   agents: Sequence[str] = AGENTS, metrics: bool = False
+                   agents: Sequence[str] = AGENTS, metrics: bool = False, copies: int = 1
                    ) -> AsyncIterator[Stack]:
-    """The agents (every one by default) and the given web processes, running and
-    passing messages (with no agents: the webs ready); with `metrics`, each agent serves
-    its Prometheus metrics on a free port (`stack.metrics_urls`)."""
+    """The agents (every one by default, `copies` processes of each: "inbox", "inbox-2",
+    ...) and the given web processes, running and passing messages (with no agents: the
+    webs ready); with `metrics`, each agent process serves its Prometheus metrics on a
+    free port (`stack.metrics_urls`, by process name)."""
     settings = settings_from_env(env)
     redis = create_redis(settings)
     await redis.flushdb()  # on a cluster: every master
@@ -258,12 +259,14 @@ async def launched(env: dict[str, str], workdir: str | Path,
     stack = Stack(env=env, workdir=Path(workdir), settings=settings)
     try:
         for agent in agents:
-            agent_env: dict[str, str] = {}
-            if metrics:
-                port = free_port()
-                agent_env["IMFLOW_AGENT_METRICS_PORT"] = str(port)
-                stack.metrics_urls[agent] = f"http://127.0.0.1:{port}/metrics"
-            stack.start_agent(agent, env=agent_env)
+            for copy in range(1, copies + 1):
+                name = agent if copy == 1 else f"{agent}-{copy}"
+                agent_env: dict[str, str] = {}
+                if metrics:
+                    port = free_port()
+                    agent_env["IMFLOW_AGENT_METRICS_PORT"] = str(port)
+                    stack.metrics_urls[name] = f"http://127.0.0.1:{port}/metrics"
+                stack.start_agent(agent, name=name, env=agent_env)
         for name, port, extra in webs:
             stack.start_web(name, port, env=extra)
         if agents:

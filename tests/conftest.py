@@ -1,5 +1,6 @@
-"""Fixtures shared by every test: the real stack for `services` tests: every agent, two
-web processes (web_urls[0], [1]) and a third with a send rate limit of 3/s ([2])."""
+"""Fixtures shared by every test: the real stack for `services` tests: every agent (two
+processes of each on the cluster topology), two web processes (web_urls[0], [1]) and a
+third with a send rate limit of 3/s ([2])."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from app.devstack import Stack, free_port, launched, prepared_env
+from app.devstack import TOPOLOGY, Stack, free_port, launched, prepared_env
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +31,8 @@ async def stack(stack_env: tuple[dict[str, str], str]) -> AsyncIterator[Stack]:
     env, workdir = stack_env
     webs = [("web1", free_port(), None), ("web2", free_port(), None),
             ("web3-limited", free_port(), {"IMFLOW_SEND_RATE_PER_S": "3"})]
-    async with launched(env, workdir, webs, metrics=True) as stack:
+    copies = 2 if TOPOLOGY == "cluster" else 1  # Kafka spreads the partitions over them
+    async with launched(env, workdir, webs, metrics=True, copies=copies) as stack:
         yield stack
 
 
