@@ -8,16 +8,17 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import cast
 
 import pytest
 import pytest_asyncio
 
 from app.devstack import local_settings
 from app.models import Message, SequencedRecord
-from app.stores import keys
+from app.stores import keys, scripts
 from app.stores.feeds import FeedState, FeedStore
 from app.stores.push import PresenceStore, PushPublisher
-from app.stores.redis_client import RedisClient, create_redis
+from app.stores.redis_client import RedisClient, create_redis, run_script
 
 pytestmark = pytest.mark.services
 
@@ -81,3 +82,28 @@ async def test_push_of_a_feed_entry_wakes_on_the_append_instead_of_polling(
     assert sent == 1  # the online member only
     assert len(looks) == 2  # one look before the wait, one after the append woke it
     assert 0 <= woke_after < 0.1, woke_after
+
+
+async def test_a_membership_entry_cut_off_between_its_steps_is_finished_exactly_once(
+        redis: RedisClient) -> None:
+    cid = f"g:steps-{uuid.uuid4().hex[:8]}"
+    a, b = f"a-{uuid.uuid4().hex[:6]}", f"b-{uuid.uuid4().hex[:6]}"
+    feeds = FeedStore(redis, retention_s=60)
+    # The inbox agent died after steps 1 and 2 (reserve the id, a's span) of the switch.
+    [reserved] = await run_script(redis, scripts.RESERVE_FEED_ENTRY, [
+        ([keys.feed(cid), keys.feed_seq(cid), keys.feed_pending(cid)], [60, 1])])
+    await run_script(redis, scripts.UPDATE_SPANS, [([keys.spans(a)], [cid, reserved, 1, "o"])])
+    assert (await feeds.state(cid)).applied_seq == 0  # nothing visible yet
+    assert await redis.xlen(keys.feed(cid)) == 0
+
+    assert await feeds.append([entry(cid, 1, [a, b]), entry(cid, 2, [])]) == 2  # redelivered
+
+    rows = cast(list[tuple[bytes, dict[bytes, bytes]]], await redis.xrange(keys.feed(cid)))
+    ids = [entry_id for entry_id, _ in rows]
+    assert len(ids) == 2 and ids[0] == reserved  # the reserved id, one entry per seq
+    for user in (a, b):
+        [span] = (await feeds.spans(user))[cid]
+        assert (span.from_id, span.from_seq, span.to_id) == (reserved.decode(), 1, None)
+    state = await feeds.state(cid)
+    assert (state.applied_seq, state.users) == (2, sorted([a, b]))
+    assert await redis.hlen(keys.feed_pending(cid)) == 0
