@@ -18,6 +18,7 @@ import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import orjson
@@ -337,6 +338,13 @@ class SequencedRecord(BaseModel):
     message: Message
     recipients: list[str]
 
+    @cached_property
+    def message_json(self) -> bytes:
+        """The message as JSON, encoded once: inbox, feed, push and history all store or
+        send these bytes (for a record read from the topic, its message's own JSON, set
+        by `_sequenced`). Not a field: equality and dumps ignore it."""
+        return self.message.model_dump_json().encode()
+
 
 def encode_sequenced(record: SequencedRecord) -> bytes:
     """The `imflow.messages` value of one log entry."""
@@ -348,7 +356,28 @@ def parse_sequenced(raw: bytes) -> SequencedRecord:
     return SequencedRecord.model_validate_json(raw)
 
 
+_MESSAGE_STR_FIELDS = ("message_id", "conversation_id", "sender", "type", "client_msg_id")
+_MESSAGE_FIELDS = frozenset((*_MESSAGE_STR_FIELDS, "seq", "ts", "body"))
+_RECORD_FIELDS = frozenset(("v", "kind", "fanout", "message", "recipients"))
+
+
 def _sequenced(data: dict[str, Any]) -> SequencedRecord:
+    """A log entry from its decoded JSON. What the sequencer writes takes the fast path:
+    plain type checks, no pydantic validation, and the message's JSON encoded once by
+    orjson from what was read; anything else is validated (and coerced or refused) by
+    the model, as an outside producer's record must be."""
+    message, recipients = data.get("message"), data.get("recipients")
+    if (data.get("v") == 1 and data.get("kind", "message") in ("message", "members")
+            and data.get("fanout", "write") in ("write", "read") and data.keys() <= _RECORD_FIELDS
+            and isinstance(message, dict) and message.keys() == _MESSAGE_FIELDS
+            and type(message["seq"]) is int and type(message["ts"]) is int
+            and all(type(message[f]) is str for f in _MESSAGE_STR_FIELDS)
+            and type(recipients) is list and all(type(u) is str for u in recipients)):
+        record = SequencedRecord.model_construct(
+            v=1, kind=data.get("kind", "message"), fanout=data.get("fanout", "write"),
+            message=Message.model_construct(**message), recipients=recipients)
+        record.__dict__["message_json"] = orjson.dumps(message)  # the cached_property's slot
+        return record
     try:
         return SequencedRecord.model_validate(data)
     except ValidationError as exc:

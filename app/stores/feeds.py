@@ -76,7 +76,7 @@ class FeedStore:
             msg, cid = record.message, record.message.conversation_id
             if not record.recipients:  # changes no span
                 messages.append(([keys.feed(cid), keys.feed_seq(cid)],
-                                 [minid, self._retention_s, msg.seq, msg.model_dump_json()]))
+                                 [minid, self._retention_s, msg.seq, record.message_json]))
                 continue
             appended += await self._run(scripts.APPEND_FEED, messages)
             messages = []
@@ -108,7 +108,7 @@ class FeedStore:
         opened = [u for u in record.recipients if flags[u] == "o"]
         return await self._run(scripts.FINISH_FEED_ENTRY, [(
             [keys.feed(cid), keys.feed_seq(cid), keys.feed_users(cid), keys.feed_pending(cid)],
-            [minid, self._retention_s, msg.seq, entry_id, msg.model_dump_json(), *opened])])
+            [minid, self._retention_s, msg.seq, entry_id, record.message_json, *opened])])
 
     async def state(self, cid: str) -> FeedState:
         """The group feed's last appended seq, newest entry id and everyone who ever had a

@@ -27,7 +27,7 @@ import orjson
 from thriftpy2.thrift import TException
 
 from app.errors import StoreUnavailable
-from app.models import Message
+from app.models import SequencedRecord
 from app.settings import Settings
 
 FAMILY = b"m"
@@ -94,14 +94,15 @@ class HistoryStore:
     async def ping(self) -> None:
         await self._run(lambda conn: conn.tables())
 
-    async def write(self, messages: list[Message]) -> None:
-        """Put every message's row; rewriting a row is harmless (idempotent)."""
-        if not messages:
+    async def write(self, records: list[SequencedRecord]) -> None:
+        """Put every record's message row (its JSON as read from the log); rewriting a
+        row is harmless (idempotent)."""
+        if not records:
             return
         rows = [
-            (row_key(m.conversation_id, m.seq),
-             {COL_JSON: m.model_dump_json().encode(), COL_TS: f"{m.ts:015d}".encode()})
-            for m in messages
+            (row_key(r.message.conversation_id, r.message.seq),
+             {COL_JSON: r.message_json, COL_TS: f"{r.message.ts:015d}".encode()})
+            for r in records
         ]
 
         def put_all(conn: happybase.Connection) -> None:

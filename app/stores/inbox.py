@@ -65,7 +65,7 @@ class InboxStore:
         never outlasts a client timeout, after which a retry would run the same work
         again); all calls of the batch go in one pipeline. Splitting is safe: each
         delivery is idempotent, and a user's deliveries keep their order in one call."""
-        payloads = [record.message.model_dump_json() for record in records]
+        payloads = [record.message_json for record in records]
         pairs = [(i, user) for i, record in enumerate(records) for user in record.recipients]
         calls: list[Call] = []
         for group in by_slot(self._redis, pairs, lambda pair: keys.inbox(pair[1])):
@@ -76,7 +76,7 @@ class InboxStore:
                                    replica_acks=self._replica_acks)
         return sum(int(n) for n in written)
 
-    def _deliver_call(self, records: list[SequencedRecord], payloads: list[str],
+    def _deliver_call(self, records: list[SequencedRecord], payloads: list[bytes],
                       pairs: list[tuple[int, str]]) -> Call:
         """One DELIVER call: each payload it needs once, however many inboxes it goes to
         (a group event can be 100s of KB)."""

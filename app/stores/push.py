@@ -47,7 +47,7 @@ class PresenceStore:
 
 
 def _payload(record: SequencedRecord) -> bytes:
-    return b'{"type":"message","message":' + record.message.model_dump_json().encode() + b"}"
+    return b'{"type":"message","message":' + record.message_json + b"}"
 
 
 @redis_store

@@ -49,7 +49,7 @@ def _inbox(settings: Settings, redis: Any) -> Apply:
 
 def _history(settings: Settings, store: HistoryStore) -> Apply:
     async def apply(records: list[SequencedRecord]) -> Applied:
-        await store.write([r.message for r in records])
+        await store.write(records)
         return Applied(len(records), len(records))  # a put of the same row is a no-op
     return apply
 

@@ -106,7 +106,7 @@ async def test_history_rows_expire_by_column_family_ttl(settings: Settings) -> N
     store = HistoryStore(settings)
     try:
         cid = "u:ret-a:ret-b"
-        await store.write([record(cid, 1, "ret-a", ["ret-a", "ret-b"]).message])
+        await store.write([record(cid, 1, "ret-a", ["ret-a", "ret-b"])])
         assert len((await store.page(cid, before=None, before_ts=None, limit=5)).messages) == 1
 
         async def expired() -> bool:

@@ -116,3 +116,37 @@ def test_pack_keeps_each_run_under_the_limit_and_a_large_value_alone() -> None:
     for start, end in runs:
         if end - start > 1:
             assert len(encode_batch(values[start:end])) <= 130
+
+
+def test_a_sequenced_record_from_the_log_keeps_its_message_bytes_and_equals_a_validated_one(
+) -> None:
+    message = Message(message_id="m", conversation_id="g:big", seq=3, sender="a",
+                      type="system.members", body={"op": "add", "members": ["b"]},
+                      client_msg_id="c", ts=9)
+    record = SequencedRecord(kind="members", fanout="read", message=message, recipients=["b"])
+    [item] = parse_sequenced_items(encode_sequenced(record))
+    assert item.record == record == SequencedRecord.model_validate_json(encode_sequenced(record))
+    assert item.record.message_json == message.model_dump_json().encode()
+
+
+@pytest.mark.parametrize("change", [
+    {"seq": "3"},  # a string seq: the model coerces it, as before
+    {"extra": 1},  # a field the sequencer never writes: the model ignores it
+])
+def test_an_outside_sequenced_record_is_still_validated_by_the_model(
+        change: dict[str, object]) -> None:
+    message = {"message_id": "m", "conversation_id": "u:a:b", "seq": 3, "sender": "a",
+               "type": "text", "body": None, "client_msg_id": "c", "ts": 9, **change}
+    raw = orjson.dumps({"v": 1, "kind": "message", "message": message, "recipients": ["a"]})
+    [item] = parse_sequenced_items(raw)
+    assert item.record == SequencedRecord.model_validate_json(raw)
+    assert item.record is not None and item.record.message.seq == 3
+
+
+def test_a_sequenced_record_with_a_wrong_type_is_refused_not_taken_fast() -> None:
+    raw = orjson.dumps({"v": 1, "message": {"message_id": "m", "conversation_id": "u:a:b",
+                                            "seq": 3, "sender": ["a"], "type": "text",
+                                            "body": None, "client_msg_id": "c", "ts": 9},
+                        "recipients": ["a"]})
+    [item] = parse_sequenced_items(raw)
+    assert item.record is None and "message.sender" in (item.error or "")
