@@ -27,7 +27,7 @@ from app.stores.kafka import topic_partitions
 from app.stores.redis_client import create_redis
 from tables.sequencer_state import STATE_CONV, STATE_GROUP, GroupState
 
-EMPTY_POLLS_AT_END = 3  # polls with nothing new before a partition's tail counts as markers
+EMPTY_POLLS_AT_END = 3  # whole polls with nothing fetched: what is left are markers
 
 
 @dataclass(frozen=True)
@@ -68,9 +68,10 @@ async def _read_state(settings: Settings) -> tuple[dict[str, GroupState], dict[s
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)  # read_committed: the last stable offsets
         pending = {tp for tp in tps if ends[tp] > 0}
-        empty = dict.fromkeys(pending, 0)
-        while pending:
+        idle = 0  # polls in a row that fetched nothing from any pending partition
+        while pending and idle < EMPTY_POLLS_AT_END:
             fetched = await consumer.getmany(*pending, timeout_ms=200, max_records=5000)
+            idle = 0 if any(fetched.values()) else idle + 1
             for batch in fetched.values():
                 for record in batch:
                     records += 1
@@ -82,9 +83,10 @@ async def _read_state(settings: Settings) -> tuple[dict[str, GroupState], dict[s
                     elif key.startswith(STATE_CONV):
                         last_seq[key[len(STATE_CONV):].decode()] = int(orjson.loads(value)[0])
             for tp in list(pending):
-                empty[tp] = 0 if fetched.get(tp) else empty[tp] + 1
-                if await consumer.position(tp) >= ends[tp] or empty[tp] >= EMPTY_POLLS_AT_END:
-                    pending.discard(tp)  # at the end, or only transaction markers are left
+                if await consumer.position(tp) >= ends[tp]:
+                    pending.discard(tp)
+        # Left pending after idle polls: nothing more to fetch below their ends, only
+        # transaction markers (a read_committed reader never gets those).
     except (KafkaError, OSError) as exc:
         raise StoreUnavailable(f"reading {topic}: {exc!r}") from exc
     finally:
