@@ -18,7 +18,7 @@ import orjson
 
 from app.models import SequencedRecord
 from app.stores import keys, scripts
-from app.stores.redis_client import Call, RedisClient, by_slot, redis_store, run_script
+from app.stores.redis_client import Call, RedisClient, redis_store, run_script, slot_chunks
 
 DELIVERIES_PER_CALL = 2_000
 
@@ -67,11 +67,8 @@ class InboxStore:
         delivery is idempotent, and a user's deliveries keep their order in one call."""
         payloads = [record.message_json for record in records]
         pairs = [(i, user) for i, record in enumerate(records) for user in record.recipients]
-        calls: list[Call] = []
-        for group in by_slot(self._redis, pairs, lambda pair: keys.inbox(pair[1])):
-            for start in range(0, len(group), DELIVERIES_PER_CALL):
-                calls.append(self._deliver_call(records, payloads,
-                                                group[start:start + DELIVERIES_PER_CALL]))
+        calls = [self._deliver_call(records, payloads, chunk) for chunk in slot_chunks(
+            self._redis, pairs, lambda pair: keys.inbox(pair[1]), DELIVERIES_PER_CALL)]
         written = await run_script(self._redis, scripts.DELIVER, calls,
                                    replica_acks=self._replica_acks)
         return sum(int(n) for n in written)

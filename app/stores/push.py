@@ -15,7 +15,14 @@ from typing import Any, cast
 from app.models import SequencedRecord
 from app.stores import keys, scripts
 from app.stores.feeds import FeedStore
-from app.stores.redis_client import Call, RedisClient, by_slot, is_cluster, redis_store, run_script
+from app.stores.redis_client import (
+    Call,
+    RedisClient,
+    is_cluster,
+    redis_store,
+    run_script,
+    slot_chunks,
+)
 
 log = logging.getLogger(__name__)
 RECIPIENTS_PER_CALL = 2_000
@@ -114,10 +121,8 @@ class PushPublisher:
         one pipeline."""
         payloads = [_payload(record) for record, _ in targets]
         pairs = [(i, user) for i, (_, users) in enumerate(targets) for user in users]
-        calls: list[Call] = []
-        for group in by_slot(self._redis, pairs, lambda pair: keys.presence(pair[1])):
-            for start in range(0, len(group), RECIPIENTS_PER_CALL):
-                calls.append(self._publish_call(payloads, group[start:start + RECIPIENTS_PER_CALL]))
+        calls = [self._publish_call(payloads, chunk) for chunk in slot_chunks(
+            self._redis, pairs, lambda pair: keys.presence(pair[1]), RECIPIENTS_PER_CALL)]
         return sum(int(n) for n in await run_script(self._redis, scripts.PUBLISH_ONLINE, calls))
 
     def _publish_call(self, payloads: list[bytes], pairs: list[tuple[int, str]]) -> Call:

@@ -63,6 +63,14 @@ def by_slot(client: RedisClient, items: Iterable[Item],
     return list(groups.values())
 
 
+def slot_chunks(client: RedisClient, items: Iterable[Item], key: Callable[[Item], str],
+                size: int) -> list[list[Item]]:
+    """`by_slot`'s groups cut into runs of at most `size` (one Lua call each, so a call
+    never holds Redis long), in order."""
+    return [group[start:start + size] for group in by_slot(client, items, key)
+            for start in range(0, len(group), size)]
+
+
 async def run_script(client: RedisClient, source: str, calls: Sequence[Call], *,
                      replica_acks: int = 0, replica_timeout_ms: int = 1000) -> list[Any]:
     """Run one Lua script once per call (each call's KEYS in one slot), all in one
