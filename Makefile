@@ -46,7 +46,7 @@ test-read-fanout: services ## tests/e2e again with every group of 3+ members on 
 	IMFLOW_TEST_READ_FANOUT_THRESHOLD=2 $(BIN)/pytest tests/e2e
 
 test-faults: services ## kills agents, web, Kafka, HBase under load; prints FAULT-REPORT lines
-	$(BIN)/pytest tests/faults -rP
+	$(BIN)/pytest tests/faults -rfEP
 
 soak: services ## the sequencer's full-window test with 5 million messages (~20 min)
 	IMFLOW_TEST_WINDOW_MESSAGES=$${IMFLOW_TEST_WINDOW_MESSAGES:-5000000} \
