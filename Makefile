@@ -50,7 +50,7 @@ test-faults: services ## kills agents, web, Kafka, HBase under load; prints FAUL
 
 soak: services ## the sequencer's full-window test with 5 million messages (~20 min)
 	IMFLOW_TEST_WINDOW_MESSAGES=$${IMFLOW_TEST_WINDOW_MESSAGES:-5000000} \
-	  $(BIN)/pytest tests/faults/test_sequencer_window.py -rP --timeout=3600
+	  $(BIN)/pytest tests/faults/test_sequencer_window.py -rfEP --timeout=3600
 
 bench: services ## the benchmarks (bench/run.py); writes bench/results/latest.json
 	$(BIN)/python -m bench.run
