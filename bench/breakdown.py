@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +32,8 @@ from app.stores import keys
 from app.stores.redis_client import create_redis
 from bench.run import client_env, cpu_ms_per_message, inboxes_hold, pct, service_pids
 from bench.stages import cpu_seconds
+
+JMX_READER = ROOT / "bench" / "jmx" / "KafkaRequests.java"
 
 
 async def sequenced_times(stack: Stack) -> dict[str, float]:
@@ -53,6 +56,29 @@ async def sequenced_times(stack: Stack) -> dict[str, float]:
     return times
 
 
+def kafka_requests(brokers: list[int]) -> dict[str, int]:
+    """Requests the brokers (by pid) have served so far, by API, summed over brokers
+    (bench/jmx/KafkaRequests.java reads each broker's request metrics over JMX)."""
+    counts: dict[str, int] = {}
+    for pid in brokers:
+        out = subprocess.run(["java", str(JMX_READER), str(pid)], capture_output=True,
+                             text=True, check=True).stdout
+        for api, count in orjson.loads(out).items():
+            if api not in ("FetchConsumer", "FetchFollower"):  # parts of "Fetch"
+                counts[api] = counts.get(api, 0) + count
+    return counts
+
+
+def per_thousand(after: dict[str, int], before: dict[str, int], messages: int
+                 ) -> dict[str, float]:
+    """Requests per 1,000 acked messages between two readings, busiest first, and total."""
+    made = {api: n - before.get(api, 0) for api, n in after.items()}
+    scale = 1000 / max(1, messages)
+    out = {api: round(n * scale, 1) for api, n in sorted(made.items(), key=lambda kv: -kv[1])
+           if n > 0}
+    return {**out, "total": round(sum(made.values()) * scale, 1)}
+
+
 async def run(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> dict[str, Any]:
     webs = [(f"web{i + 1}", free_port(), None) for i in range(args.webs)]
     async with launched(env, workdir, webs) as stack:
@@ -60,6 +86,8 @@ async def run(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> d
         out = workdir / "sent.json"
         pids = {**{name: p.popen.pid for name, p in stack.processes.items()},
                 **service_pids()}
+        brokers = [pid for name, pid in pids.items() if name.startswith("kafka")]
+        requests_before = kafka_requests(brokers) if args.kafka_requests else {}
         cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         loadgen = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bench.loadgen", "--urls", ",".join(stack.web_urls),
@@ -84,6 +112,8 @@ async def run(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> d
         cpu_ms = cpu_ms_per_message(cpu_before, pids, len(sent))
         cpu_ms["loadgen"] = round(1000 * loadgen_cpu / max(1, len(sent)), 3)
         cpu_ms["total"] = round(cpu_ms["total"] + cpu_ms["loadgen"], 3)  # here with the client
+        requests = ({} if not args.kafka_requests else per_thousand(
+            kafka_requests(brokers), requests_before, len(sent)))
         sequenced = await sequenced_times(stack)
         redis = create_redis(stack.settings)
         stages: dict[str, list[float]] = {"web": [], "sequencer": [], "inbox": []}
@@ -116,6 +146,7 @@ async def run(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> d
             "caught_up_after_s": round(caught_up - load_ended, 2),
             "cpu_ms_per_message": cpu_ms,
             **({"worst_lag_ms_per_second": timeline} if args.timeline else {}),
+            **({"kafka_requests_per_1k_messages": requests} if args.kafka_requests else {}),
             **{f"{k}_p50_ms": pct(v, 50) for k, v in stages.items()},
             **{f"{k}_p99_ms": pct(v, 99) for k, v in stages.items()}}
 
@@ -130,6 +161,10 @@ def main() -> None:
     parser.add_argument("--timeline", action="store_true",
                         help="also print, per second of sends, the worst sequencer and "
                         "inbox lag (ms)")
+    parser.add_argument("--kafka-requests", action="store_true",
+                        help="also count the brokers' requests by API over the run and "
+                        "its catch-up, per 1,000 acked messages (reads each broker's JMX "
+                        "metrics through the JVM's local attach API)")
     parser.add_argument("--set", nargs="*", default=[], metavar="IMFLOW_X=VALUE",
                         help="settings for the stack's processes, e.g. "
                         "IMFLOW_AGENT_BATCH_LINGER_S=0")
