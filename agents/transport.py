@@ -17,6 +17,9 @@ the consumer Faust created, before it starts.
 Transactional input leaves offsets no consumer ever sees (one commit marker per
 transaction and partition, aborted records), and Faust 0.15.3's gap bookkeeping counts
 them wrong: see `ShortFetchConsumer._add_gap`.
+
+aiokafka 0.14 does not refresh its metadata when resetting a partition's position fails
+on a stale leader: see `refresh_metadata_on_stale_leader`.
 """
 
 from __future__ import annotations
@@ -24,11 +27,43 @@ from __future__ import annotations
 from typing import Any
 
 import aiokafka
+import aiokafka.errors
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, Transport
 from faust.types import TP
 
 
+def refresh_metadata_on_stale_leader(consumer: aiokafka.AIOKafkaConsumer) -> None:
+    """Make a failed offset lookup of the consumer's fetcher refresh the cluster metadata.
+
+    A partition with no committed offset (Faust's `__assignor-__leader` topic) gets its
+    position from a ListOffsets request to the leader the client believes in. When that
+    is stale (a broker was killed and restarted), aiokafka 0.14's fetcher logs "Failed
+    fetch offsets ... NotLeaderForPartitionError" and retries against the same broker
+    every 100 ms without asking for new metadata, and it sends no fetch at all to that
+    broker meanwhile, so every other partition it leads stalls too, until the periodic
+    metadata refresh (5 minutes). Seen in CI: a sink stalled 126 s after the cluster
+    fault test killed one process of each agent. Call after the consumer started.
+    """
+    fetcher, client = consumer._fetcher, consumer._client
+    lookup = fetcher._proc_offset_request
+
+    async def offset_request(node_id: int, topic_data: Any) -> Any:
+        try:
+            return await lookup(node_id, topic_data)
+        except aiokafka.errors.KafkaError as exc:
+            if exc.invalid_metadata:
+                client.force_metadata_update()
+            raise
+
+    fetcher._proc_offset_request = offset_request
+
+
 class ShortFetchConsumerThread(AIOKafkaConsumerThread):
+    async def on_start(self) -> None:
+        await super().on_start()
+        assert self._consumer is not None
+        refresh_metadata_on_stale_leader(self._consumer)
+
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
         consumer._fetch_max_wait_ms = transport.fetch_max_wait_ms

@@ -49,3 +49,16 @@ def test_aiokafka_consumer_keeps_the_fields_the_transport_sets() -> None:
     assert "self._fetch_max_wait_ms = fetch_max_wait_ms" in source
     assert "self._isolation_level = isolation_level" in source
     assert "_create_worker_consumer" in dict(inspect.getmembers(AIOKafkaConsumerThread))
+
+
+def test_aiokafka_resets_positions_through_the_offset_request_the_transport_wraps() -> None:
+    """`refresh_metadata_on_stale_leader` wraps `Fetcher._proc_offset_request`: the
+    position reset must still go through it and still swallow its error without a
+    metadata refresh of its own (else the wrapper is moot: drop it)."""
+    from aiokafka.consumer.fetcher import Fetcher
+
+    reset = inspect.getsource(Fetcher._update_fetch_positions)
+    assert "await self._proc_offset_request(node_id, topic_data)" in reset
+    assert "force_metadata_update" not in reset
+    assert list(inspect.signature(Fetcher._proc_offset_request).parameters) == [
+        "self", "node_id", "topic_data"]

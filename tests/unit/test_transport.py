@@ -7,10 +7,16 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from aiokafka.errors import KafkaTimeoutError, NotLeaderForPartitionError
 from faust.types import TP
 
 from agents.base import create_faust_app
-from agents.transport import ShortFetchConsumer, ShortFetchConsumerThread, ShortFetchTransport
+from agents.transport import (
+    ShortFetchConsumer,
+    ShortFetchConsumerThread,
+    ShortFetchTransport,
+    refresh_metadata_on_stale_leader,
+)
 from app.settings import Settings
 
 
@@ -72,3 +78,45 @@ async def test_a_commit_that_stops_at_a_marker_continues_past_it(tmp_path: Path)
     consumer._committed_offset[tp] = 6
     # two transactions in a row: markers at 6 and 9
     assert await _consume(consumer, tp, [7, 8, 10, 11], 5) == 12
+
+
+class _Client:
+    def __init__(self) -> None:
+        self.refreshes = 0
+
+    def force_metadata_update(self) -> None:
+        self.refreshes += 1
+
+
+class _Fetcher:
+    """Answers offset lookups from a script: an exception to raise, or offsets."""
+
+    def __init__(self, answers: list[Any]) -> None:
+        self.answers = answers
+
+    async def _proc_offset_request(self, node_id: int, topic_data: Any) -> Any:
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+class _Consumer:
+    def __init__(self, fetcher: _Fetcher) -> None:
+        self._fetcher, self._client = fetcher, _Client()
+
+
+async def test_a_stale_leader_in_an_offset_lookup_refreshes_the_metadata() -> None:
+    tp = TP("t", 0)
+    fetcher = _Fetcher([NotLeaderForPartitionError(tp), KafkaTimeoutError(),
+                        {tp: (7, None)}])
+    consumer = _Consumer(fetcher)
+    refresh_metadata_on_stale_leader(cast(Any, consumer))
+    with pytest.raises(NotLeaderForPartitionError):  # the fetcher still sees the error
+        await fetcher._proc_offset_request(1, {"t": [(0, -1)]})
+    assert consumer._client.refreshes == 1
+    with pytest.raises(KafkaTimeoutError):  # not a metadata error: no refresh
+        await fetcher._proc_offset_request(1, {"t": [(0, -1)]})
+    assert consumer._client.refreshes == 1
+    assert await fetcher._proc_offset_request(2, {"t": [(0, -1)]}) == {tp: (7, None)}
+    assert consumer._client.refreshes == 1
