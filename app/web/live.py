@@ -34,12 +34,11 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             await presence.heartbeat(me.user, me.device, connection)
             await asyncio.sleep(settings.presence_ttl_s / 3)
 
-    await hub.attach(me.user, ws)
     await presence.connected(me.user, me.device, connection)
     refresher = asyncio.create_task(keep_presence())
     try:
         ready = {"type": "ready", "user": me.user, "device": me.device}
-        await ws.send_str(orjson.dumps(ready).decode())
+        await hub.attach(me.user, ws, greeting=orjson.dumps(ready).decode())
         async for msg in ws:
             if msg.type == WSMsgType.TEXT and msg.data.strip() in ('{"type":"ping"}', "ping"):
                 await ws.send_str('{"type":"pong"}')

@@ -119,10 +119,21 @@ class PushHub:
     def local_devices(self, user: str) -> int:
         return len(self._sockets.get(user, ()))
 
-    async def attach(self, user: str, ws: web.WebSocketResponse) -> None:
+    async def attach(self, user: str, ws: web.WebSocketResponse, greeting: str) -> None:
+        """Subscribe `user`'s channel, send `greeting` first, then forward to `ws`.
+
+        The greeting (the `ready` frame) is always the socket's first frame: a record
+        published while it is being written skips this socket, as one published before
+        the subscription would; the client's sync after `ready` has both."""
         async with self._lock:
             if not self._sockets.get(user):
                 await self._subscribe(keys.push_channel(user))
+            try:
+                await ws.send_str(greeting)
+            except BaseException:
+                if not self._sockets.get(user):  # the client left during the handshake
+                    await self._unsubscribe(user)
+                raise
             self._sockets[user].add(ws)
             OPEN_SOCKETS.inc()
 
@@ -135,13 +146,16 @@ class PushHub:
             OPEN_SOCKETS.dec()
             if not sockets:
                 del self._sockets[user]
-                channel = keys.push_channel(user)
-                sub = self._where.pop(channel, None)
-                if sub is not None:
-                    try:
-                        await sub.remove(channel)
-                    except REDIS_DOWN as exc:  # its shard is failing over: it goes anyway
-                        log.info("unsubscribing %s: %r", channel, exc)
+                await self._unsubscribe(user)
+
+    async def _unsubscribe(self, user: str) -> None:
+        channel = keys.push_channel(user)
+        sub = self._where.pop(channel, None)
+        if sub is not None:
+            try:
+                await sub.remove(channel)
+            except REDIS_DOWN as exc:  # its shard is failing over: it goes anyway
+                log.info("unsubscribing %s: %r", channel, exc)
 
     async def forward(self, channel: str, payload: str) -> None:
         """Send a published record to every local socket of the channel's user."""

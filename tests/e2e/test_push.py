@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
+import orjson
 import pytest
 
 from app.apiclient import Client
 from app.devstack import Stack, wait_for
 from app.stores import keys
 from app.stores.push import PresenceStore
-from app.stores.redis_client import create_redis
+from app.stores.redis_client import create_redis, is_cluster
 from tests.e2e.conftest import DELIVERY_TIMEOUT_S
 
 pytestmark = pytest.mark.services
@@ -86,17 +88,20 @@ async def test_group_push_follows_membership(
     owner, bob, carol, gid = names("owner", "bob", "carol", "team")
     cid = f"g:{gid}"
     alice = client_for(owner)
-    await alice.ok("POST", "/v1/groups", expect=201, json={"group_id": gid, "members": [bob]})
+    created = await alice.ok("POST", "/v1/groups", expect=201,
+                             json={"group_id": gid, "members": [bob]})
     sockets = {u: await client_for(u, "ws").ws().__aenter__() for u in (bob, carol)}
 
     async def pushed_until(user: str, last: str) -> list[str]:
         """What is pushed to `user` in this group (texts, and ops of membership events), up
-        to the text `last`. One conversation is pushed in log order."""
+        to the text `last`. One conversation is pushed in log order. The group's creation
+        is pushed to bob on its own time (before or after his socket is ready): not counted."""
         seen: list[str] = []
         while not seen or seen[-1] != last:
             frame = await sockets[user].receive_json(timeout=DELIVERY_TIMEOUT_S)
             message = frame.get("message", {})
-            if frame["type"] == "message" and message["conversation_id"] == cid:
+            if (frame["type"] == "message" and message["conversation_id"] == cid
+                    and message["seq"] > created["seq"]):
                 body = message["body"]
                 seen.append(body if message["type"] == "text" else f"{body['op']}:"
                             + ",".join(body["members"]))
@@ -121,3 +126,32 @@ async def test_group_push_follows_membership(
     finally:
         for ws in sockets.values():
             await ws.close()
+
+
+async def test_ready_is_the_first_frame_while_pushes_race_the_handshake(
+    stack: Stack, names: Callable[..., list[str]], client_for: Callable[..., Client],
+) -> None:
+    """A client syncs after `ready`; a push written before it would arrive before the
+    client knows the socket is live. Records are published on the user's channel without
+    pause while devices connect: each socket's first frame is `ready`, and the records
+    published after it reach the socket."""
+    (erin,) = names("erin")
+    redis = create_redis(stack.settings)
+    command = "SPUBLISH" if is_cluster(redis) else "PUBLISH"
+    frame = orjson.dumps({"type": "message", "message": {"body": "racing"}})
+    stop = asyncio.Event()
+
+    async def publish_without_pause() -> None:
+        while not stop.is_set():
+            await redis.execute_command(command, keys.push_channel(erin), frame)
+
+    publisher = asyncio.create_task(publish_without_pause())
+    try:
+        for attempt in range(5):
+            async with client_for(erin, f"d{attempt}", web=attempt % 2).ws() as ws:
+                assert (await ws.receive_json(timeout=10))["type"] == "ready", attempt
+                assert (await ws.receive_json(timeout=10))["type"] == "message", attempt
+    finally:
+        stop.set()
+        await publisher
+        await redis.aclose()
