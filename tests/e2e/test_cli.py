@@ -103,7 +103,10 @@ async def test_stats_shows_every_agent_and_partition_and_lag_drains(
         assert row["committed"] is None or row["committed"] <= row["end"]
         assert row["rate"] >= 0
     ends = {a: sum(r["end"] for r in rows if r["agent"] == a) for a in stats["agents"]}
-    assert ends["sequencer"] >= 20 and ends["inbox"] == ends["history"] == ends["push"] >= 20
+    # 20 sends awaited one by one are 20 inbound records; the sequencer may pack them into
+    # fewer batch records (SPEC 4), so the three readers of imflow.messages share one end
+    assert ends["sequencer"] >= 20
+    assert ends["inbox"] == ends["history"] == ends["push"] >= 1
     assert set(stats["agents"]) == {"sequencer", "inbox", "history", "push"}
 
 
