@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
 import signal
 import socket
@@ -20,6 +21,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -313,6 +315,20 @@ async def wait_until_flowing(stack: Stack) -> None:
             return bool(inbox["messages"]) and bool(history["messages"])
 
         await wait_for(delivered, within=STARTUP_TIMEOUT_S, what="the warm-up message")
+
+        async def admitting(url: str) -> bool:
+            async with session.get(url + "/metrics") as resp:
+                text = await resp.text()
+            backlog = re.search(r"^imflow_ingress_backlog_seconds (\S+)$", text, re.M)
+            return backlog is not None and float(backlog.group(1)) == 0
+
+        # Delivered is not done: an agent group still settling its first rebalance can
+        # commit the warm-up seconds later, and until then every web sheds new messages
+        # (503 overloaded) by its backlog, which a test would take for the answer to its
+        # own request.
+        for url in stack.web_urls:
+            await wait_for(partial(admitting, url), within=STARTUP_TIMEOUT_S,
+                           what=f"{url} admitting (every agent committed the warm-up)")
 
 
 async def produce(stack: Stack, topic: str, records: list[tuple[str, bytes]]) -> None:
