@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import secrets
 import signal
 import socket
@@ -23,7 +22,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import orjson
@@ -33,11 +32,15 @@ from app.settings import Settings
 from app.stores.redis_client import create_redis
 from app.usecases.sinks import SINKS
 
+if TYPE_CHECKING:
+    import aiohttp
+
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: scripts/, the Procfile
 BIN = Path(sys.executable).parent
 # As in the Procfile: uvloop cut an agent's CPU per record by a fifth (bench.stages).
 FAUST_WORKER = (str(BIN / "faust"), "-L", "uvloop", "-A")
 AGENTS = ("sequencer", *SINKS)  # every agent: the sequencer, then each sink (app/usecases/sinks.py)
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 T = TypeVar("T")
 
 
@@ -317,10 +320,8 @@ async def wait_until_flowing(stack: Stack) -> None:
         await wait_for(delivered, within=STARTUP_TIMEOUT_S, what="the warm-up message")
 
         async def admitting(url: str) -> bool:
-            async with session.get(url + "/metrics") as resp:
-                text = await resp.text()
-            backlog = re.search(r"^imflow_ingress_backlog_seconds (\S+)$", text, re.M)
-            return backlog is not None and float(backlog.group(1)) == 0
+            samples = await scrape(session, url + "/metrics")
+            return samples.get(("imflow_ingress_backlog_seconds", ())) == 0
 
         # Delivered is not done: an agent group still settling its first rebalance can
         # commit the warm-up seconds later, and until then every web sheds new messages
@@ -329,6 +330,17 @@ async def wait_until_flowing(stack: Stack) -> None:
         for url in stack.web_urls:
             await wait_for(partial(admitting, url), within=STARTUP_TIMEOUT_S,
                            what=f"{url} admitting (every agent committed the warm-up)")
+
+
+async def scrape(session: aiohttp.ClientSession, url: str) -> Samples:
+    """A process's Prometheus samples by (name, sorted labels)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with session.get(url) as resp:
+        resp.raise_for_status()
+        text = await resp.text()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 async def produce(stack: Stack, topic: str, records: list[tuple[str, bytes]]) -> None:

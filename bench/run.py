@@ -50,6 +50,7 @@ from app.devstack import (
     free_port,
     launched,
     prepared_env,
+    scrape,
     wait_for,
 )
 from app.settings import Settings
@@ -130,11 +131,10 @@ async def shed_counts(stack: Stack) -> dict[str, int]:
     counts: dict[str, int] = {}
     async with aiohttp.ClientSession() as session:
         for url in stack.web_urls:
-            async with session.get(url + "/metrics") as resp:
-                text = await resp.text()
-            for reason, n in re.findall(
-                    r'^imflow_ingress_shed_total\{reason="([^"]+)"\} ([0-9.e+]+)$', text, re.M):
-                counts[reason] = counts.get(reason, 0) + int(float(n))
+            for (name, labels), n in (await scrape(session, url + "/metrics")).items():
+                if name == "imflow_ingress_shed_total":
+                    reason = dict(labels)["reason"]
+                    counts[reason] = counts.get(reason, 0) + int(n)
     return counts
 
 

@@ -8,24 +8,12 @@ from collections.abc import Callable
 
 import aiohttp
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from app.apiclient import Client
-from app.devstack import Stack, produce, wait_for
+from app.devstack import Samples, Stack, produce, scrape, wait_for
 from tests.e2e.conftest import await_history, await_inbox, direct
 
 pytestmark = pytest.mark.services
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-async def scrape(http: aiohttp.ClientSession, url: str) -> Samples:
-    async with http.get(url) as resp:
-        assert resp.status == 200
-        text = await resp.text()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
-
 
 async def scrape_agent(http: aiohttp.ClientSession, stack: Stack, agent: str) -> Samples:
     """The samples of every process of `agent` ("inbox", "inbox-2", ...), summed: each
