@@ -14,12 +14,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import mode
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.usecases.stats import PartitionStats
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +64,8 @@ def metrics_port(settings: Settings, agent: str) -> int:
     return DEFAULT_PORTS.get(agent, 0)
 
 
-async def refresh_lag(settings: Settings, agent: str) -> None:
-    from app.usecases.stats import collect
-
-    for row in await collect(settings, interval_s=0.0, agents=[agent]):
+def show_lag(agent: str, rows: Iterable[PartitionStats]) -> None:
+    for row in rows:
         labels = (agent, row.topic, str(row.partition))
         LAG.labels(*labels).set(row.lag)
         END.labels(*labels).set(row.end)
@@ -104,9 +106,22 @@ class MetricsService(mode.Service):
             self._server.shutdown()
 
     async def _lag_loop(self) -> None:
-        while True:
-            try:
-                await refresh_lag(self.settings, self.agent)
-            except Exception as exc:  # Kafka away or topics not there yet: try again later
-                log.info("lag metrics of %s not refreshed: %r", self.agent, exc)
-            await asyncio.sleep(self.settings.agent_lag_interval_s)
+        from app.usecases.stats import LagProbe
+
+        probe: LagProbe | None = None
+        try:
+            while True:
+                try:
+                    if probe is None:
+                        fresh = LagProbe(self.settings)
+                        await fresh.start()  # when it fails, it closes what it opened
+                        probe = fresh
+                    show_lag(self.agent, await probe.collect(interval_s=0.0,
+                                                             agents=[self.agent]))
+                except Exception as exc:  # Kafka away or topics not there yet: try again
+                    log.info("lag metrics of %s not refreshed: %r", self.agent, exc)
+                await asyncio.sleep(self.settings.agent_lag_interval_s)
+        finally:
+            if probe is not None:
+                with contextlib.suppress(Exception):
+                    await probe.stop()

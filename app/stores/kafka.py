@@ -4,8 +4,10 @@ creation and a health probe. No aiokafka exception leaves this module."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -404,6 +406,22 @@ class PartitionTransactions:
             log.warning("closing transactional producer: %r", exc)
 
 
+@contextlib.contextmanager
+def probing(consumer: AIOKafkaConsumer, tps: set[TopicPartition]) -> Iterator[None]:
+    """Fetch only `tps` inside the block, nothing after it: a probe's consumer lives long
+    and would fetch its assigned partitions in the background. Partitions are added to the
+    assignment, not swapped in, since aiokafka logs each new assignment (once a second
+    in a web's log otherwise)."""
+    if not tps <= consumer.assignment():
+        consumer.assign(list(consumer.assignment() | tps))
+    consumer.pause(*(consumer.assignment() - tps))
+    consumer.resume(*tps)
+    try:
+        yield
+    finally:
+        consumer.pause(*consumer.assignment())
+
+
 class OffsetProbe:
     """Finds the first committed record at or after an offset (a read_committed consumer
     of its own, so it never moves a consumer group's position)."""
@@ -486,20 +504,20 @@ class BacklogProbe:
                 todo = {tp: at for tp, at in behind.items() if at < ends[tp]}
                 if not todo:
                     return 0.0
-                self._consumer.assign(list(todo))
-                for tp, at in todo.items():
-                    self._consumer.seek(tp, at)
                 first: list[int] = []  # the first undone record's timestamp per partition
-                pending = set(todo)
-                while pending:  # the first fetch after a seek may come back empty
-                    fetched = await self._consumer.getmany(*pending, timeout_ms=100)
-                    for tp, records in fetched.items():
-                        if records:
-                            first.append(records[0].timestamp)
-                            pending.discard(tp)
-                    for tp in list(pending):  # only transaction markers were left
-                        if await self._consumer.position(tp) >= ends[tp]:
-                            pending.discard(tp)
+                with probing(self._consumer, set(todo)):
+                    for tp, at in todo.items():
+                        self._consumer.seek(tp, at)
+                    pending = set(todo)
+                    while pending:  # the first fetch after a seek may come back empty
+                        fetched = await self._consumer.getmany(*pending, timeout_ms=100)
+                        for tp, records in fetched.items():
+                            if records:
+                                first.append(records[0].timestamp)
+                                pending.discard(tp)
+                        for tp in list(pending):  # only transaction markers were left
+                            if await self._consumer.position(tp) >= ends[tp]:
+                                pending.discard(tp)
         except (KafkaError, OSError, TimeoutError) as exc:
             raise StoreUnavailable(f"backlog probe: {exc!r}") from exc
         return max(0.0, time.time() - min(first) / 1000) if first else 0.0

@@ -9,6 +9,7 @@ them, and the rate at which the committed offset moved over a short sampling int
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -17,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from app.settings import Settings
-from app.stores.kafka import topic_partitions
+from app.stores.kafka import probing
 from app.usecases.sinks import SINKS
 
 AGENTS = ("sequencer", *SINKS)  # every agent (app/usecases/sinks.py)
@@ -62,35 +63,63 @@ async def _consumable(consumer: AIOKafkaConsumer,
     the others hold only transaction markers or aborted records."""
     if not gaps:
         return set()
-    consumer.assign(list(gaps))
-    for tp, (position, _) in gaps.items():
-        consumer.seek(tp, position)
-    found: set[TopicPartition] = set()
-    pending = set(gaps)
-    for _ in range(5):
-        batch = await consumer.getmany(*pending, timeout_ms=200, max_records=1)
-        found |= {tp for tp, records in batch.items() if records}
-        pending = {tp for tp in pending - found
-                   if await consumer.position(tp) < gaps[tp][1]}
-        if not pending:
-            break
+    with probing(consumer, set(gaps)):
+        for tp, (position, _) in gaps.items():
+            consumer.seek(tp, position)
+        found: set[TopicPartition] = set()
+        pending = set(gaps)
+        for _ in range(5):
+            batch = await consumer.getmany(*pending, timeout_ms=200, max_records=1)
+            found |= {tp for tp, records in batch.items() if records}
+            pending = {tp for tp in pending - found
+                       if await consumer.position(tp) < gaps[tp][1]}
+            if not pending:
+                break
     return found | pending  # unresolved: count it as lag rather than hide it
 
 
-async def collect(settings: Settings, *, interval_s: float = 1.0,
-                  agents: Iterable[str] = AGENTS) -> list[PartitionStats]:
-    """Sample every group's committed offsets twice, `interval_s` apart; end offsets after."""
-    wanted = list(agents)
-    tps: dict[str, list[TopicPartition]] = {}
-    for topic in {agent_topic(settings, a) for a in wanted}:
-        tps[topic] = [TopicPartition(topic, p)
-                      for p in sorted(await topic_partitions(settings, topic))]
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
-                                enable_auto_commit=False, isolation_level="read_committed")
-    await admin.start()
-    await consumer.start()
-    try:
+class LagProbe:
+    """The Kafka clients that sample lag, open from `start` to `stop`: an agent samples its
+    own every few seconds, and new clients each time would mean new connections to every
+    broker (and a page of aiokafka's logs) each time."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+                                          enable_auto_commit=False,
+                                          isolation_level="read_committed")
+
+    async def start(self) -> None:
+        """Connect both clients; on failure (Kafka away) close what did connect."""
+        try:
+            await self._admin.start()
+            await self._consumer.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+        await self._admin.close()
+
+    async def _partitions(self, topic: str) -> list[TopicPartition]:
+        (described,) = await self._admin.describe_topics([topic])
+        if described["error_code"] != 0:
+            raise ValueError(f"topic {topic!r}: Kafka error code {described['error_code']}")
+        return [TopicPartition(topic, p["partition"])
+                for p in sorted(described["partitions"], key=lambda p: p["partition"])]
+
+    async def collect(self, *, interval_s: float = 1.0,
+                      agents: Iterable[str] = AGENTS) -> list[PartitionStats]:
+        """Sample every group's committed offsets twice, `interval_s` apart; end offsets
+        after."""
+        settings, admin, consumer = self._settings, self._admin, self._consumer
+        wanted = list(agents)
+        tps = {topic: await self._partitions(topic)
+               for topic in {agent_topic(settings, a) for a in wanted}}
+
         async def sample() -> dict[str, dict[TopicPartition, int | None]]:
             groups = [agent_group(settings, a) for a in wanted]
             results = await asyncio.gather(*(
@@ -112,22 +141,30 @@ async def collect(settings: Settings, *, interval_s: float = 1.0,
         for agent in wanted:  # one probe per agent: agents may be at different offsets
             mine = {tp: gap for (a, tp), gap in small.items() if a == agent}
             consumable |= {(agent, tp) for tp in await _consumable(consumer, mine)}
+        rows = []
+        for agent in wanted:
+            for tp in tps[agent_topic(settings, agent)]:
+                before, now = first[agent].get(tp), second[agent].get(tp)
+                gap = max(0, ends[tp] - positions[(agent, tp)])
+                if (agent, tp) in small and (agent, tp) not in consumable:
+                    gap = 0
+                moved = (now or 0) - (before if before is not None else (now or 0))
+                rows.append(PartitionStats(
+                    agent=agent, group=agent_group(settings, agent), topic=tp.topic,
+                    partition=tp.partition, committed=now, end=ends[tp], lag=gap,
+                    rate=round(moved / elapsed, 1)))
+        return rows
+
+
+async def collect(settings: Settings, *, interval_s: float = 1.0,
+                  agents: Iterable[str] = AGENTS) -> list[PartitionStats]:
+    """One sample with clients of its own (`imflow stats`)."""
+    probe = LagProbe(settings)
+    await probe.start()
+    try:
+        return await probe.collect(interval_s=interval_s, agents=agents)
     finally:
-        await consumer.stop()
-        await admin.close()
-    rows = []
-    for agent in wanted:
-        for tp in tps[agent_topic(settings, agent)]:
-            before, now = first[agent].get(tp), second[agent].get(tp)
-            gap = max(0, ends[tp] - positions[(agent, tp)])
-            if (agent, tp) in small and (agent, tp) not in consumable:
-                gap = 0
-            moved = (now or 0) - (before if before is not None else (now or 0))
-            rows.append(PartitionStats(
-                agent=agent, group=agent_group(settings, agent), topic=tp.topic,
-                partition=tp.partition, committed=now, end=ends[tp], lag=gap,
-                rate=round(moved / elapsed, 1)))
-    return rows
+        await probe.stop()
 
 
 def totals(rows: Iterable[PartitionStats]) -> dict[str, dict[str, float]]:
