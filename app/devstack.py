@@ -93,7 +93,7 @@ class Process:
             self.popen.kill()
             self.popen.wait(10)
 
-    def tail(self, n: int = 40) -> str:
+    def tail(self, n: int = 80) -> str:
         lines = self.log.read_text(errors="replace").splitlines() if self.log.exists() else []
         return "\n".join(lines[-n:])
 
@@ -282,9 +282,24 @@ async def launched(env: dict[str, str], workdir: str | Path,
         yield stack
     except BaseException:
         print(stack.describe_failure())
+        print(await describe_offsets(settings))
         raise
     finally:
         stack.stop_all()
+
+
+async def describe_offsets(settings: Settings) -> str:
+    """Each agent group's committed offset and the end per partition: where a message that
+    was not delivered stopped."""
+    from app.usecases.stats import collect
+
+    try:
+        async with asyncio.timeout(STARTUP_TIMEOUT_S / 4):
+            rows = await collect(settings, interval_s=0.0)
+    except Exception as exc:
+        return f"--- offsets: not collected ({exc!r})"
+    return "--- offsets (agent, partition: committed / end, lag):\n" + "\n".join(
+        f"{r.agent}, {r.partition}: {r.committed} / {r.end}, {r.lag}" for r in rows)
 
 
 async def wait_web_ready(url: str) -> None:
