@@ -24,6 +24,7 @@ from aiokafka.errors import (
     UnknownProducerId,
 )
 from aiokafka.partitioner import DefaultPartitioner, murmur2
+from aiokafka.producer import sender as aiokafka_sender
 
 from app.errors import Fenced, StoreUnavailable
 from app.models import encode_batch, pack
@@ -315,10 +316,21 @@ async def ensure_topics(settings: Settings) -> list[str]:
 
 # Another producer with the same transactional id started: this one may never write again.
 FENCED = (ProducerFenced, InvalidProducerEpoch)
-# The next transaction's first request often meets the previous one's commit markers still
-# being written (CONCURRENT_TRANSACTIONS); aiokafka retries after this backoff, 100 ms by
-# default, which put the sequencer's median lag at ~65 ms.
+# A transactional producer's retries of a failed request: 100 ms by default, which put the
+# sequencer's median lag at ~65 ms.
 TXN_RETRY_BACKOFF_MS = 5
+# The next transaction's first request (AddPartitionsToTxn) often meets the previous one's
+# commit markers still being written: CONCURRENT_TRANSACTIONS (KAFKA-5477). aiokafka 0.14
+# retries that one after a fixed 20 ms (`aiokafka.producer.sender.BACKOFF_OVERRIDE`), not
+# after `retry_backoff_ms`; the markers take 1-3 ms here. `python -m bench.transactions`
+# measures back-to-back transactions with both.
+CONCURRENT_TXN_BACKOFF_S = 0.002
+
+
+def retry_concurrent_transactions_after(seconds: float) -> None:
+    """Set how long aiokafka waits before it retries a transaction's first request that
+    met CONCURRENT_TRANSACTIONS (a module constant of its sender, read at each retry)."""
+    aiokafka_sender.BACKOFF_OVERRIDE = seconds
 
 
 @dataclass(frozen=True)
@@ -351,6 +363,7 @@ class PartitionTransactions:
 
     @classmethod
     async def fence(cls, settings: Settings, transactional_id: str) -> PartitionTransactions:
+        retry_concurrent_transactions_after(CONCURRENT_TXN_BACKOFF_S)
         producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap,
             transactional_id=transactional_id,

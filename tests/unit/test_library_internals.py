@@ -62,3 +62,22 @@ def test_aiokafka_resets_positions_through_the_offset_request_the_transport_wrap
     assert "force_metadata_update" not in reset
     assert list(inspect.signature(Fetcher._proc_offset_request).parameters) == [
         "self", "node_id", "topic_data"]
+
+
+def test_aiokafka_retries_a_concurrent_transaction_after_the_constant_imflow_sets() -> None:
+    """`retry_concurrent_transactions_after` sets `sender.BACKOFF_OVERRIDE`: the first
+    AddPartitionsToTxn of a transaction must still wait that module constant (read when
+    it retries) after CONCURRENT_TRANSACTIONS, not `retry_backoff_ms`."""
+    from aiokafka.producer import sender
+
+    from app.stores.kafka import retry_concurrent_transactions_after
+
+    handler = inspect.getsource(sender.AddPartitionsToTxnHandler.handle_response)
+    assert "error_type is ConcurrentTransactions" in handler
+    assert "return BACKOFF_OVERRIDE" in handler
+    before = sender.BACKOFF_OVERRIDE
+    try:
+        retry_concurrent_transactions_after(0.002)
+        assert sender.BACKOFF_OVERRIDE == 0.002
+    finally:
+        sender.BACKOFF_OVERRIDE = before
