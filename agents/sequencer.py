@@ -5,8 +5,8 @@ holds the decisions; tables/ the state (local RocksDB + changelogs).
 
 Each inbound partition is sequenced under a Kafka transaction of its own
 (`transactional_id = <app id>-p<partition>`): a batch's sequenced records, its state
-changes (both changelogs), its dead letters and its consumer offset are committed
-together or not at all. That makes three things true at once:
+changes (both changelogs, the partition's position among them) and its dead letters are
+committed together or not at all. That makes three things true at once:
 - **Fencing.** A process that takes a partition over starts that partition's producer,
   which bumps the transactional id's epoch: from then on the previous owner (paused, or
   not yet aware of the rebalance) can commit nothing, so no reader (sinks and `replay`
@@ -17,8 +17,14 @@ together or not at all. That makes three things true at once:
 - **Events fetched before a rebalance are dropped** (they carry the consumer generation
   they were fetched in): Faust seeks every assigned partition to its committed offset
   after a rebalance, so they come again, in order, after the state is caught up.
-The agent never acks events to Faust: its offsets are committed only inside the
-transactions.
+The consumer group's offset is only where fetching resumes, not what was done: the
+position in the state changelog is. So it is not part of the transactions (which saves
+two of their five round trips to the coordinator, AddOffsetsToTxn and TxnOffsetCommit):
+the agent acks an event to Faust once a committed transaction holds it (or it was at or
+below the position), and Faust commits the acked offsets every half second. A group
+offset behind the position costs a re-fetch of what is then skipped; one ahead of it
+(which the acks never make) would be caught by `_in_order`, which rewinds to the record
+after the position.
 """
 
 from __future__ import annotations
@@ -142,8 +148,9 @@ class PartitionSequencer:
 
     # -- sequencing
 
-    async def sequence(self, events: Sequence[EventT], generation: int) -> None:
-        """Sequence a batch of this partition's events fetched in `generation`.
+    async def sequence(self, events: Sequence[EventT], generation: int) -> list[EventT]:
+        """Sequence a batch of this partition's events fetched in `generation`; the events
+        that are done (at or below the committed position), for Faust to commit.
 
         After a failed transaction the partition is fenced again (which also aborts the
         failed one) and caught up, and the batch is decided again from the state that
@@ -153,14 +160,15 @@ class PartitionSequencer:
         process that took it over.
         """
         if not await self._ready_for(generation):
-            return
+            return []
         settings = self._owner.settings
         delay = max(0.2, settings.agent_heartbeat_interval_s)
         async with self._lock:
             while self.generation == generation:
                 try:
                     await self._transact(events)
-                    return
+                    position = self._owner.store.position(self.partition)
+                    return [e for e in events if e.message.offset <= position]
                 except Fenced as exc:
                     metrics.RETRIES.labels("sequencer", "fenced transaction").inc()
                     log.warning("partition %d fenced (%s); waiting for the rebalance",
@@ -173,8 +181,9 @@ class PartitionSequencer:
                                 delay)
                     wait, delay = delay, min(2 * delay, RETRY_MAX_S)
                 if await self._revoked_within(wait, generation):
-                    return
+                    return []
                 await self._fence_and_catch_up(generation)
+        return []
 
     async def _revoked_within(self, seconds: float, generation: int) -> bool:
         deadline = time.monotonic() + seconds
@@ -273,8 +282,7 @@ class PartitionSequencer:
         if dedup is not None:
             writes.append(Write(owner.follower.dedup_topic, None, dedup, p))
         writes += [Write(settings.topic_dead_letter, key, value) for key, value in dead]
-        got = await producer.commit(writes, {(settings.topic_inbound, p): changes.position + 1},
-                                    owner.app.conf.id)
+        got = await producer.commit(writes)
         first_state = len(messages)
         state_offset = max(got[first_state:first_state + len(states)])
         dedup_offset = got[first_state + len(states)] if dedup is not None else None
@@ -395,14 +403,16 @@ class Sequencer(mode.Service):
                 await self.crash(exc)
                 raise
 
-    async def process(self, events: Sequence[EventT]) -> None:
+    async def process(self, events: Sequence[EventT]) -> list[EventT]:
+        """Sequence the events of the current generation; the ones that are done."""
         generation = self.app.consumer_generation_id
         by_partition: dict[int, list[EventT]] = defaultdict(list)
         for event in events:
             if event.message.generation_id == generation:
                 by_partition[event.message.partition].append(event)
-        await asyncio.gather(*(self._partition(p).sequence(batch, generation)
-                               for p, batch in by_partition.items()))
+        done = await asyncio.gather(*(self._partition(p).sequence(batch, generation)
+                                      for p, batch in by_partition.items()))
+        return [event for batch in done for event in batch]
 
     async def prune(self) -> int:
         """Forget dedup ids older than the window, in every partition held locally."""
@@ -434,7 +444,7 @@ def create_sequencer_app(settings: Settings) -> faust.App:
             consumed.inc(len(events))
             sizes.observe(len(events))
             started = time.perf_counter()
-            await sequencer.process(events)
+            await batches.ack(await sequencer.process(events))
             batch_time.observe(time.perf_counter() - started)
 
     app.agent(inbound, name="sequence")(sequence)

@@ -4,7 +4,7 @@ For each `imflow.inbound` record it decides: the conversation's next `seq`, whet
 record is a client retry, who must receive it, and how the state changes.
 
 Crash safety (G1, G2) does not rest on these decisions: the agent commits a batch's
-outputs, its state changes and its consumer offsets in one Kafka transaction, and a
+outputs and its state changes (the position among them) in one Kafka transaction, and a
 record at or below the stored position is never decided twice (agents/sequencer.py).
 So a decision only has to be right for the state it is given.
 """

@@ -9,8 +9,7 @@ Per inbound partition the sequencer keeps
 The state lives on local disk (RocksDB through rocksdict), so memory does not grow with
 the window, and a restarted process resumes from its own files plus the changelog tail.
 Every change is also logged, inside the same Kafka transaction as the sequenced records
-and the consumer offsets that caused it, to two topics of the inbound topic's partition
-count (see agents/sequencer.py):
+it caused, to two topics of the inbound topic's partition count (see agents/sequencer.py):
 - `<app id>-state` (compacted): one record per changed conversation or group, and the
   position; the latest value of each key is the state.
 - `<app id>-dedup` (time-retained, a little longer than the window): one record per

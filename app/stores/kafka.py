@@ -353,7 +353,7 @@ class PartitionTransactions:
 
     `fence` starts it: once it has its producer id, every earlier producer with the same
     id, in any process, is fenced, and its open transaction aborted. `commit` writes
-    records and the consumer offsets as one transaction. Kafka's failures come out as
+    records as one transaction. Kafka's failures come out as
     `Fenced` (this producer was replaced: stop writing) or `StoreUnavailable` (retry
     with a new producer)."""
 
@@ -386,10 +386,8 @@ class PartitionTransactions:
             raise
         return cls(settings, producer)
 
-    async def commit(self, writes: list[Write], offsets: dict[tuple[str, int], int],
-                     group_id: str) -> list[int]:
-        """Write `writes` and commit the group's `offsets` ((topic, partition) -> next
-        offset) in one transaction; the offset each write got, in order."""
+    async def commit(self, writes: list[Write]) -> list[int]:
+        """Write `writes` in one transaction; the offset each write got, in order."""
         producer = self._producer
         sent: list[asyncio.Future[Any]] = []
         try:
@@ -397,8 +395,6 @@ class PartitionTransactions:
                 await producer.begin_transaction()
                 for w in writes:
                     sent.append(await producer.send(w.topic, w.value, w.key, w.partition))
-                await producer.send_offsets_to_transaction(
-                    {TopicPartition(t, p): o for (t, p), o in offsets.items()}, group_id)
                 await producer.commit_transaction()
                 metas = await asyncio.gather(*sent)
         except BaseException as exc:

@@ -1,5 +1,6 @@
-"""The sequencer's batch loop in-process: a batch's outputs, its state and its inbound
-offset commit in one transaction; a transaction that fails between its sends is redone
+"""The sequencer's batch loop in-process: a batch's outputs and its state (its inbound
+position among it) commit in one transaction, and only then are its events handed back
+for Faust to commit their offsets; a transaction that fails between its sends is redone
 from the committed state by a new (fencing) producer, so every message gets exactly one
 seq, in log order. Small fakes of the producer and the changelog; the real local store."""
 
@@ -30,8 +31,7 @@ class FakeTransactions:
         self.log = log
         self.stopped = False
 
-    async def commit(self, writes: list[Write], offsets: dict[tuple[str, int], int],
-                     group_id: str) -> list[int]:
+    async def commit(self, writes: list[Write]) -> list[int]:
         assert not self.stopped, "a closed (fenced) producer must not be used"
         got: list[int] = []
         counts: dict[str, int] = {}
@@ -44,7 +44,6 @@ class FakeTransactions:
         for w in writes:
             self.log.committed.append((w.topic, w.key, w.value))
             self.log.next_offset[w.topic] = self.log.next_offset.get(w.topic, 0) + 1
-        self.log.inbound_committed.update(offsets)
         return got
 
     async def close(self) -> None:
@@ -56,8 +55,8 @@ class FakeOwner:
 
     def __init__(self, store: LocalState) -> None:
         self.store = store
-        self.log = SimpleNamespace(committed=[], next_offset={}, inbound_committed={},
-                                   fail_on_topic=None, producers=[])
+        self.log = SimpleNamespace(committed=[], next_offset={}, fail_on_topic=None,
+                                   producers=[])
         self.settings = SimpleNamespace(
             topic_inbound="inbound", topic_messages=MESSAGES, topic_dead_letter="dead",
             max_body_bytes=64 * 1024, read_fanout_threshold=100,
@@ -127,16 +126,20 @@ async def partition(tmp_path: Path) -> tuple[PartitionSequencer, FakeOwner]:
     return sequencer, owner
 
 
-async def test_a_batch_commits_its_outputs_state_and_offset_together(
+def offsets(events: list[Any]) -> list[int]:
+    return [e.message.offset for e in events]
+
+
+async def test_a_batch_commits_its_outputs_and_state_together_then_hands_its_events_back(
         partition: tuple[PartitionSequencer, FakeOwner]) -> None:
     sequencer, owner = partition
-    await sequencer.sequence([inbound(0, "a", "b", 0), inbound(1, "b", "a", 1),
-                              inbound(2, "a", "c", 2)], 1)
+    done = await sequencer.sequence([inbound(0, "a", "b", 0), inbound(1, "b", "a", 1),
+                                     inbound(2, "a", "c", 2)], 1)
     assert sequenced(owner) == [("u:a:b", 1, 0), ("u:a:b", 2, 1), ("u:a:c", 1, 2)]
     topics = [t for t, _, _ in owner.log.committed]
     assert STATE in topics and DEDUP in topics  # in the same transaction as the outputs
-    assert list(owner.log.inbound_committed.values()) == [3]  # the next inbound offset
     assert owner.store.position(0) == 2
+    assert offsets(done) == [0, 1, 2]  # Faust may commit inbound offset 3 now
 
 
 @pytest.mark.parametrize("failing", [STATE, DEDUP, MESSAGES])
@@ -145,11 +148,11 @@ async def test_a_transaction_failing_between_its_sends_is_redone_once(
     sequencer, owner = partition
     await sequencer.sequence([inbound(0, "a", "b", 0), inbound(1, "a", "b", 1)], 1)
     owner.log.fail_on_topic = failing
-    await sequencer.sequence([inbound(2, "a", "b", 2), inbound(3, "b", "a", 3)], 1)
+    done = await sequencer.sequence([inbound(2, "a", "b", 2), inbound(3, "b", "a", 3)], 1)
     assert sequenced(owner) == [("u:a:b", s, s - 1) for s in (1, 2, 3, 4)]
     assert len(owner.log.producers) == 2 and owner.log.producers[0].stopped  # re-fenced
-    assert list(owner.log.inbound_committed.values()) == [4]
     assert owner.store.position(0) == 3
+    assert offsets(done) == [2, 3]
 
 
 async def test_a_redelivered_batch_is_not_sequenced_again(
@@ -157,8 +160,26 @@ async def test_a_redelivered_batch_is_not_sequenced_again(
     sequencer, owner = partition
     batch = [inbound(0, "a", "b", 0), inbound(1, "a", "b", 1)]
     await sequencer.sequence(batch, 1)
-    await sequencer.sequence(batch, 1)  # e.g. fetched again after a rebalance
+    again = await sequencer.sequence(batch, 1)  # e.g. fetched again after a rebalance
     assert sequenced(owner) == [("u:a:b", 1, 0), ("u:a:b", 2, 1)]
+    assert offsets(again) == [0, 1]  # done already: their offsets may be committed
+
+
+async def test_events_past_a_gap_that_is_not_real_are_not_handed_back(
+        partition: tuple[PartitionSequencer, FakeOwner]) -> None:
+    """Records 2-4 exist (the fake's log has every offset), so 5 and 6 came from a stale
+    fetch position: the consumer is rewound to 2, and the group must not commit past 1."""
+    sequencer, owner = partition
+    seeks: list[int] = []
+
+    async def seek(tp: Any, offset: int) -> None:
+        seeks.append(offset)
+    owner.app.consumer = SimpleNamespace(seek=seek)  # type: ignore[attr-defined]
+    done = await sequencer.sequence([inbound(0, "a", "b", 0), inbound(1, "a", "b", 1),
+                                     inbound(5, "a", "b", 5), inbound(6, "a", "b", 6)], 1)
+    assert seeks == [2]
+    assert owner.store.position(0) == 1
+    assert offsets(done) == [0, 1]
 
 
 async def test_a_batch_fetched_before_a_rebalance_is_not_sequenced(
@@ -166,8 +187,9 @@ async def test_a_batch_fetched_before_a_rebalance_is_not_sequenced(
     """The consumer moved to generation 2; the partition was taken over for 1 only."""
     sequencer, owner = partition
     owner.app.consumer_generation_id = 2
-    await sequencer.sequence([inbound(0, "a", "b", 0)], 1)
+    done = await sequencer.sequence([inbound(0, "a", "b", 0)], 1)
     assert sequenced(owner) == []
+    assert done == []  # its offset must not be committed: it comes again
 
 
 async def test_a_batch_record_is_sequenced_in_its_order_into_one_messages_record(
