@@ -26,7 +26,7 @@ def _web(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     uvloop.install()
     web.run_app(create_app(settings), host=settings.host, port=settings.port,
-                access_log=None, print=lambda *_: None)
+                backlog=settings.listen_backlog, access_log=None, print=lambda *_: None)
     return 0
 
 

@@ -99,6 +99,11 @@ class Settings(BaseSettings):
         "own event loop runs this late: the process is too busy to answer in time.")
     admission_probe_interval_s: float = Field(
         0.5, description="How often each web process samples the agents' backlog.")
+    listen_backlog: int = Field(
+        2048, description="Connections the kernel holds for the web process before it "
+        "accepts them (aiohttp's default is 128; past it, new connections' SYNs are dropped "
+        "and retried after 1, 3, 7 s..., an overload the ingress never sees to refuse). "
+        "Capped by net.core.somaxconn.")
     ingress_max_pending: int = Field(
         2000, description="Most sends one web process keeps waiting for Kafka's ack; "
         "past it new messages get 503 overloaded at once.")
