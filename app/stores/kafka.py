@@ -261,11 +261,16 @@ async def topic_partitions(settings: Settings, topic: str) -> set[int]:
     try:
         await admin.start()
         try:
-            (described,) = await admin.describe_topics([topic])
+            return await described_partitions(admin, topic)
         finally:
             await admin.close()
     except (KafkaError, OSError) as exc:
         raise StoreUnavailable(f"describing {topic}: {exc!r}") from exc
+
+
+async def described_partitions(admin: AIOKafkaAdminClient, topic: str) -> set[int]:
+    """`topic_partitions` through an admin client the caller keeps open."""
+    (described,) = await admin.describe_topics([topic])
     if described["error_code"] != 0:
         raise ValueError(f"topic {topic!r}: Kafka error code {described['error_code']}")
     return {p["partition"] for p in described["partitions"]}

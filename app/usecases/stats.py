@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from app.settings import Settings
-from app.stores.kafka import probing
+from app.stores.kafka import described_partitions, probing
 from app.usecases.sinks import SINKS
 
 AGENTS = ("sequencer", *SINKS)  # every agent (app/usecases/sinks.py)
@@ -104,20 +104,14 @@ class LagProbe:
         await self._consumer.stop()
         await self._admin.close()
 
-    async def _partitions(self, topic: str) -> list[TopicPartition]:
-        (described,) = await self._admin.describe_topics([topic])
-        if described["error_code"] != 0:
-            raise ValueError(f"topic {topic!r}: Kafka error code {described['error_code']}")
-        return [TopicPartition(topic, p["partition"])
-                for p in sorted(described["partitions"], key=lambda p: p["partition"])]
-
     async def collect(self, *, interval_s: float = 1.0,
                       agents: Iterable[str] = AGENTS) -> list[PartitionStats]:
         """Sample every group's committed offsets twice, `interval_s` apart; end offsets
         after."""
         settings, admin, consumer = self._settings, self._admin, self._consumer
         wanted = list(agents)
-        tps = {topic: await self._partitions(topic)
+        tps = {topic: [TopicPartition(topic, p)
+                       for p in sorted(await described_partitions(admin, topic))]
                for topic in {agent_topic(settings, a) for a in wanted}}
 
         async def sample() -> dict[str, dict[TopicPartition, int | None]]:
