@@ -392,7 +392,15 @@ class PartitionTransactions:
         return cls(settings, producer)
 
     async def commit(self, writes: list[Write]) -> list[int]:
-        """Write `writes` in one transaction; the offset each write got, in order."""
+        """Write `writes` in one transaction; the offset each write got, in order.
+
+        Every write must be acked before the commit is asked for: aiokafka 0.14 commits
+        a transaction whose batch failed (a batch that expired while its partition had no
+        leader, or one refused with an error it does not retry, fails alone, and
+        `commit_transaction` still sends EndTxn(COMMIT) once the batches are done). That
+        would commit the state's position without the messages it covers: lost for good,
+        and a hole in their conversations' seqs. Unacked, the transaction is never
+        committed; the next fence aborts it."""
         producer = self._producer
         sent: list[asyncio.Future[Any]] = []
         try:
@@ -400,8 +408,8 @@ class PartitionTransactions:
                 await producer.begin_transaction()
                 for w in writes:
                     sent.append(await producer.send(w.topic, w.value, w.key, w.partition))
+                metas = await asyncio.gather(*sent)  # all written, none visible yet
                 await producer.commit_transaction()
-                metas = await asyncio.gather(*sent)
         except BaseException as exc:
             for future in sent:  # they fail with the transaction; nobody awaits them
                 future.add_done_callback(_retrieve)
