@@ -21,11 +21,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
 
 from app.errors import StoreUnavailable
 from app.settings import Settings
-from app.stores.kafka import topic_partitions
+from app.stores.kafka import CLIENT_ERRORS, topic_partitions
 from tables.sequencer_state import LocalState
 
 log = logging.getLogger(__name__)
@@ -75,7 +74,7 @@ class ChangelogFollower:
         )
         try:
             await self._consumer.start()
-        except (KafkaError, OSError) as exc:
+        except CLIENT_ERRORS as exc:
             raise StoreUnavailable(f"changelog consumer: {exc!r}") from exc
         self._task = asyncio.create_task(self._run(), name="imflow-changelog-follower")
 
@@ -107,7 +106,7 @@ class ChangelogFollower:
                TopicPartition(self.dedup_topic, partition)]
         try:
             ends = await self.consumer.end_offsets(tps)
-        except (KafkaError, OSError) as exc:
+        except CLIENT_ERRORS as exc:
             raise StoreUnavailable(f"changelog end offsets: {exc!r}") from exc
         return {tp: int(ends[tp]) for tp in tps}
 
@@ -189,7 +188,7 @@ class ChangelogFollower:
                 delay = 0.2
             except asyncio.CancelledError:
                 raise
-            except (KafkaError, OSError) as exc:
+            except CLIENT_ERRORS as exc:
                 log.warning("changelog follower: %r; retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(2 * delay, 5.0)

@@ -32,6 +32,10 @@ from app.settings import Settings
 
 log = logging.getLogger(__name__)
 HOUR_MS = 3_600_000
+# What a Kafka client call can fail with: aiokafka also asserts on its own state in places,
+# e.g. a coordinator lookup while no broker is known (a whole cluster restarting), which
+# must be retried like any outage, not crash the agent that called it.
+CLIENT_ERRORS = (KafkaError, OSError, TimeoutError, AssertionError)
 # Errors after which an idempotent producer never recovers by itself.
 PRODUCER_FATAL = (OutOfOrderSequenceNumber, UnknownProducerId, ProducerFenced,
                   InvalidProducerEpoch, ProducerClosed)
@@ -386,7 +390,7 @@ class PartitionTransactions:
                 await producer.abort_transaction()
         except BaseException as exc:
             await producer.stop()
-            if isinstance(exc, KafkaError | OSError | TimeoutError):
+            if isinstance(exc, CLIENT_ERRORS):
                 raise StoreUnavailable(f"fencing {transactional_id}: {exc!r}") from exc
             raise
         return cls(settings, producer)
@@ -415,7 +419,7 @@ class PartitionTransactions:
                 future.add_done_callback(_retrieve)
             if isinstance(exc, FENCED):
                 raise Fenced(repr(exc)) from exc
-            if isinstance(exc, KafkaError | OSError | TimeoutError):
+            if isinstance(exc, CLIENT_ERRORS):
                 raise StoreUnavailable(f"transaction failed: {exc!r}") from exc
             raise
         return [int(m.offset) for m in metas]
@@ -424,7 +428,7 @@ class PartitionTransactions:
         try:
             async with asyncio.timeout(self._settings.sequencer_request_timeout_s):
                 await self._producer.stop()
-        except (KafkaError, OSError, TimeoutError) as exc:
+        except CLIENT_ERRORS as exc:
             log.warning("closing transactional producer: %r", exc)
 
 
@@ -475,7 +479,7 @@ class OffsetProbe:
                     batches = await self._consumer.getmany(tp, timeout_ms=500, max_records=1)
                     if batches.get(tp):
                         return int(batches[tp][0].offset)
-        except (KafkaError, OSError, TimeoutError) as exc:
+        except CLIENT_ERRORS as exc:
             raise StoreUnavailable(f"offset probe: {exc!r}") from exc
 
 
