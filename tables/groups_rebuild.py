@@ -18,12 +18,11 @@ from dataclasses import dataclass
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
 
 from app.errors import StoreUnavailable
 from app.settings import Settings
 from app.stores.groups import GroupStore
-from app.stores.kafka import topic_partitions
+from app.stores.kafka import CLIENT_ERRORS, topic_partitions
 from app.stores.redis_client import create_redis
 from tables.sequencer_state import STATE_CONV, STATE_GROUP, GroupState
 
@@ -87,7 +86,7 @@ async def _read_state(settings: Settings) -> tuple[dict[str, GroupState], dict[s
                     pending.discard(tp)
         # Left pending after idle polls: nothing more to fetch below their ends, only
         # transaction markers (a read_committed reader never gets those).
-    except (KafkaError, OSError) as exc:
+    except CLIENT_ERRORS as exc:
         raise StoreUnavailable(f"reading {topic}: {exc!r}") from exc
     finally:
         await consumer.stop()

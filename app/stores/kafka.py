@@ -107,7 +107,7 @@ class InboundProducer:
                 producer = self._new_producer()
                 try:
                     await asyncio.wait_for(producer.start(), self._settings.produce_timeout_s)
-                except (KafkaError, TimeoutError, OSError) as exc:
+                except CLIENT_ERRORS as exc:
                     await producer.stop()
                     raise StoreUnavailable(
                         f"Kafka unreachable at {self._settings.kafka_bootstrap}: {exc!r}"
@@ -148,7 +148,7 @@ class InboundProducer:
                     if rounds is None:
                         rounds = self._rounds[topic] = _Rounds(self, topic)
                     await rounds.add(partition, raw_key, value)
-        except (KafkaError, TimeoutError) as exc:
+        except CLIENT_ERRORS as exc:
             if isinstance(exc, PRODUCER_FATAL) and producer is not None:
                 self._reset(producer)
             raise StoreUnavailable(f"{_describe(target)} did not ack: {exc!r}") from exc
@@ -175,7 +175,7 @@ class InboundProducer:
         producer = await self._connected()
         try:
             await asyncio.wait_for(producer.client.fetch_all_metadata(), timeout=2)
-        except (KafkaError, TimeoutError) as exc:
+        except CLIENT_ERRORS as exc:
             raise StoreUnavailable(f"Kafka metadata: {exc!r}") from exc
 
 
@@ -327,7 +327,7 @@ async def topic_partitions(settings: Settings, topic: str) -> set[int]:
             return await described_partitions(admin, topic)
         finally:
             await admin.close()
-    except (KafkaError, OSError) as exc:
+    except CLIENT_ERRORS as exc:
         raise StoreUnavailable(f"describing {topic}: {exc!r}") from exc
 
 
@@ -522,7 +522,7 @@ class OffsetProbe:
     async def start(self) -> None:
         try:
             await self._consumer.start()
-        except (KafkaError, OSError) as exc:
+        except CLIENT_ERRORS as exc:
             raise StoreUnavailable(f"offset probe: {exc!r}") from exc
 
     async def stop(self) -> None:
@@ -603,6 +603,6 @@ class BacklogProbe:
                         for tp in list(pending):  # only transaction markers were left
                             if await self._consumer.position(tp) >= ends[tp]:
                                 pending.discard(tp)
-        except (KafkaError, OSError, TimeoutError) as exc:
+        except CLIENT_ERRORS as exc:
             raise StoreUnavailable(f"backlog probe: {exc!r}") from exc
         return max(0.0, time.time() - min(first) / 1000) if first else 0.0
