@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -187,7 +187,8 @@ class FailingTargets:
     `probe_s`, one send goes through as the probe; its success opens the target again.
     Any send that succeeds there (one in flight before the failure, too) opens it."""
 
-    def __init__(self, probe_s: float, clock: Any = time.monotonic) -> None:
+    def __init__(self, probe_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._probe_s = probe_s
         self._clock = clock
         self._failed_at: dict[object, float] = {}
@@ -200,10 +201,11 @@ class FailingTargets:
         which says nothing about Kafka, does not)."""
         failed_at = self._failed_at.get(target)
         probe = failed_at is not None
-        if probe:
-            if target in self._probing or self._clock() - failed_at < self._probe_s:
-                raise StoreUnavailable(f"{_describe(target)} failed "
-                                       f"{self._clock() - failed_at:.1f}s ago; not sent")
+        if failed_at is not None:
+            since = self._clock() - failed_at
+            if target in self._probing or since < self._probe_s:
+                raise StoreUnavailable(f"{_describe(target)} failed {since:.1f}s ago; "
+                                       "not sent")
             self._probing.add(target)
         try:
             yield
