@@ -60,8 +60,8 @@ class Unavailable(ApiError):
 
 
 class Overloaded(Unavailable):
-    """The pipeline is behind (or this process has too many sends in flight): refused at
-    once, so a request is answered instead of queued."""
+    """The pipeline is behind (or this process has too many messages in flight): refused
+    at once, so a request is answered instead of queued."""
 
     code = "overloaded"
 

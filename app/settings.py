@@ -108,9 +108,12 @@ class Settings(BaseSettings):
         "accepts them (aiohttp's default is 128; past it, new connections' SYNs are dropped "
         "and retried after 1, 3, 7 s..., an overload the ingress never sees to refuse). "
         "Capped by net.core.somaxconn.")
-    ingress_max_pending: int = Field(
-        2000, description="Most sends one web process keeps waiting for Kafka's ack; "
-        "past it new messages get 503 overloaded at once.")
+    ingress_max_in_flight: int = Field(
+        512, ge=1, description="Most messages one web process has admitted and not yet "
+        "answered; past it new messages get 503 overloaded at once. Each one's answer time "
+        "is then about this over the rate the process answers at (1,300-1,400/s for one "
+        "web on a saturated 2-core box); with several web processes on the same cores, "
+        "divide it among them.")
     record_batch_max_bytes: int = Field(
         512 * 1024, description="Largest batch record the ingress and the sequencer write "
         "(under Kafka's 1 MB default; a single message may be larger up to its own limit).")

@@ -1,14 +1,20 @@
 """Admission of new messages: past what the box sustains, the ingress answers at once
 (503 `overloaded` with Retry-After) instead of queueing.
 
-Two bounds:
+Three bounds:
 - the pipeline's backlog in time: the age of the oldest record the sequencer or the
   inbox agent has not done (`BacklogProbe`, sampled in the background every
   `admission_probe_interval_s`). Kafka acks a produce long before the agents fall
   behind, so admission by the ack alone lets the backlog, and every accepted message's
   delivery time, grow without bound;
-- this process's sends waiting for Kafka's ack (`ingress_max_pending`), so a slow broker
-  cannot pile requests up in memory.
+- this process's messages in flight, admitted and not yet answered
+  (`ingress_max_in_flight`). By Little's law it bounds each one's answer time to about
+  the bound over the rate this process answers at, whatever it waits for: a slow broker,
+  Redis, or cores that every process on the box shares. The pipeline's backlog trips
+  seconds after the box saturates; meanwhile every later answer waits longer and clients
+  open more connections to keep their rate (a bound on the sends waiting for Kafka's
+  ack alone let 5,000 requests wait in Redis and Kafka calls at once);
+- this process's event loop running late (the process is too busy to start requests).
 """
 
 from __future__ import annotations
@@ -35,7 +41,8 @@ LOOP_TICK_S = 0.05
 
 BACKLOG = Gauge("imflow_ingress_backlog_seconds",
                 "Age of the oldest record some agent has not done, as the ingress last saw it")
-PENDING = Gauge("imflow_ingress_pending", "Sends of this process waiting for Kafka's ack")
+IN_FLIGHT = Gauge("imflow_ingress_in_flight",
+                  "Messages this process admitted and has not answered yet")
 LOOP_LAG = Gauge("imflow_web_loop_lag_seconds",
                  "How late this process's event loop ran a 50 ms timer (mean of 1 s)")
 SHED = Counter("imflow_ingress_shed_total", "Messages refused as overload", ["reason"])
@@ -45,7 +52,7 @@ class Admission:
     def __init__(self, settings: Settings, probe: BacklogProbe | None) -> None:
         self._settings = settings
         self._probe = probe
-        self._pending = 0
+        self._in_flight = 0
         self.backlog_s = 0.0
         self.loop_lag_s = 0.0
         self._shedding = False
@@ -55,8 +62,20 @@ class Admission:
         groups = {agent_group(settings, a): agent_topic(settings, a) for a in ADMITTING}
         return cls(settings, BacklogProbe(settings, groups))
 
-    def admit(self) -> None:
-        """Raise Overloaded when a new message should not be taken now."""
+    @contextlib.contextmanager
+    def admitted(self) -> Iterator[None]:
+        """One message's request from its admission to its answer; raises Overloaded at
+        once when a new message should not be taken now."""
+        self._admit()
+        self._in_flight += 1
+        IN_FLIGHT.inc()
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            IN_FLIGHT.dec()
+
+    def _admit(self) -> None:
         s = self._settings
         if self.backlog_s > s.admission_max_backlog_s:
             SHED.labels("backlog").inc()
@@ -66,20 +85,10 @@ class Admission:
             SHED.labels("web_busy").inc()
             raise Overloaded(f"this web process is {1000 * self.loop_lag_s:.0f} ms behind; "
                              "retry later", retry_after=1)
-        if self._pending >= s.ingress_max_pending:
-            SHED.labels("pending").inc()
-            raise Overloaded("too many messages waiting for the queue's ack; retry later",
-                             retry_after=1)
-
-    @contextlib.contextmanager
-    def sending(self) -> Iterator[None]:
-        self._pending += 1
-        PENDING.inc()
-        try:
-            yield
-        finally:
-            self._pending -= 1
-            PENDING.dec()
+        if self._in_flight >= s.ingress_max_in_flight:
+            SHED.labels("in_flight").inc()
+            raise Overloaded(f"this web process has {self._in_flight} messages in flight; "
+                             "retry later", retry_after=1)
 
     async def watch(self) -> None:
         """Sample the backlog and this process's event-loop lag until cancelled. While

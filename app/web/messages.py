@@ -75,8 +75,13 @@ async def _conversation_for(app: web.Application, sender: str, req: SendRequest)
 
 
 async def post_message(request: web.Request) -> web.Response:
-    admission = request.app[ADMISSION]
-    admission.admit()  # first: an overloaded process answers at the least cost
+    # Admission first: an overloaded process answers at the least cost. It counts the
+    # request in flight until its answer, whatever it waits for (Redis, Kafka, the loop).
+    with request.app[ADMISSION].admitted():
+        return await _send(request)
+
+
+async def _send(request: web.Request) -> web.Response:
     me = identity(request)
     settings = request.app[SETTINGS]
     data = await json_body(request)
@@ -93,9 +98,8 @@ async def post_message(request: web.Request) -> web.Response:
     accepted_at = now_ms()
     record = encode_send(cid, me.user, req.client_msg_id, body_json=body, type=req.type,
                          message_id=message_id, accepted_at=accepted_at)
-    with admission.sending():
-        await append_inbound(request.app, cid, record,
-                             failure="message queue unavailable, nothing was stored; retry")
+    await append_inbound(request.app, cid, record,
+                         failure="message queue unavailable, nothing was stored; retry")
     return json_response(
         {"message_id": message_id, "conversation_id": cid,
          "client_msg_id": req.client_msg_id, "accepted_at": accepted_at},
