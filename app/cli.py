@@ -16,17 +16,15 @@ from app.settings import get_settings
 
 def _web(args: argparse.Namespace) -> int:
     import uvloop
-    from aiohttp import web
 
     from app.web.app import create_app
+    from app.web.serve import serve
 
     settings = get_settings()
     settings = settings.model_copy(update={"host": args.host or settings.host,
                                            "port": args.port or settings.port})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    uvloop.install()
-    web.run_app(create_app(settings), host=settings.host, port=settings.port,
-                backlog=settings.listen_backlog, access_log=None, print=lambda *_: None)
+    uvloop.run(serve(create_app(settings), settings))
     return 0
 
 
