@@ -7,7 +7,7 @@ VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install services init run test test-all test-faults test-read-fanout lint unit stop status bench soak
+.PHONY: install services init run test test-all test-faults test-read-fanout lint unit stop status bench bench-overload soak
 
 install:  ## apt packages, the .venv and the Kafka/HBase jars (idempotent)
 	bash scripts/install.sh
@@ -54,6 +54,9 @@ soak: services ## the sequencer's full-window test with 5 million messages (~20 
 
 bench: services ## the benchmarks (bench/run.py); writes bench/results/latest.json
 	$(BIN)/python -m bench.run
+
+bench-overload: services ## one web at 1,000 and 2,000 msg/s from vegeta, open loop (~5 min; needs Go)
+	$(BIN)/python -m bench.overload
 
 stop:     ## stop the services this project started (both topologies)
 	bash scripts/services.sh stop
