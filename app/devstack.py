@@ -334,17 +334,20 @@ async def wait_until_flowing(stack: Stack) -> None:
 
         await wait_for(delivered, within=STARTUP_TIMEOUT_S, what="the warm-up message")
 
-        async def admitting(url: str) -> bool:
-            samples = await scrape(session, url + "/metrics")
-            return samples.get(("imflow_ingress_backlog_seconds", ())) == 0
-
         # Delivered is not done: an agent group still settling its first rebalance can
         # commit the warm-up seconds later, and until then every web sheds new messages
         # (503 overloaded) by its backlog, which a test would take for the answer to its
         # own request.
         for url in stack.web_urls:
-            await wait_for(partial(admitting, url), within=STARTUP_TIMEOUT_S,
+            await wait_for(partial(admitting, session, url), within=STARTUP_TIMEOUT_S,
                            what=f"{url} admitting (every agent committed the warm-up)")
+
+
+async def admitting(session: aiohttp.ClientSession, url: str) -> bool:
+    """Whether the web at `url` admits new messages: its last backlog sample is 0 (every
+    admitting agent has committed what it read)."""
+    samples = await scrape(session, url + "/metrics")
+    return samples.get(("imflow_ingress_backlog_seconds", ())) == 0
 
 
 async def scrape(session: aiohttp.ClientSession, url: str) -> Samples:

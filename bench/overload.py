@@ -24,13 +24,14 @@ import statistics
 import subprocess
 import tempfile
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 
-from app.devstack import ROOT, Stack, free_port, launched, prepared_env, scrape, wait_for
+from app.devstack import ROOT, Stack, admitting, free_port, launched, prepared_env, wait_for
 from bench.run import pct, shed_counts
 
 VEGETA_MODULE = "github.com/tsenart/vegeta/v12@v12.13.0"
@@ -66,19 +67,18 @@ def targets(stack: Stack, count: int, tag: str) -> bytes:
 async def drained(stack: Stack) -> None:
     """Until the web admits again (every agent caught up): the next run starts empty."""
     async with aiohttp.ClientSession() as session:
-        async def admitting() -> bool:
-            samples = await scrape(session, stack.web_urls[0] + "/metrics")
-            return samples.get(("imflow_ingress_backlog_seconds", ())) == 0
-        await wait_for(admitting, within=DRAIN_LIMIT_S, what="the pipeline to drain")
+        await wait_for(partial(admitting, session, stack.web_urls[0]),
+                       within=DRAIN_LIMIT_S, what="the pipeline to drain")
 
 
 async def attack(stack: Stack, rate: int, duration: int, workdir: Path) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:6]
     target_file, results = workdir / f"targets-{tag}.json", workdir / f"results-{tag}.bin"
     target_file.write_bytes(targets(stack, rate * duration, tag))
+    binary = str(vegeta())
     shed_before = await shed_counts(stack)
     proc = await asyncio.create_subprocess_exec(
-        str(vegeta()), "attack", "-format=json", f"-targets={target_file}",
+        binary, "attack", "-format=json", f"-targets={target_file}",
         f"-rate={rate}", f"-duration={duration}s", f"-timeout={TIMEOUT_S}s",
         f"-output={results}")
     if await proc.wait() != 0:
@@ -86,7 +86,7 @@ async def attack(stack: Stack, rate: int, duration: int, workdir: Path) -> dict[
     shed = {reason: n - shed_before.get(reason, 0)
             for reason, n in (await shed_counts(stack)).items()}
     encode = await asyncio.create_subprocess_exec(
-        str(vegeta()), "encode", "--to", "csv", str(results), stdout=subprocess.PIPE)
+        binary, "encode", "--to", "csv", str(results), stdout=subprocess.PIPE)
     csv = (await encode.communicate())[0].decode()
     statuses: dict[str, int] = {}
     answer_ms: list[float] = []
