@@ -129,14 +129,14 @@ class InboundProducer:
         record per partition (`_Rounds`). A send to a partition (or, unconnected, to a
         Kafka) that just failed is refused at once (`FailingTargets`)."""
         deadline = asyncio.get_running_loop().time() + self._settings.produce_timeout_s
-        producer: AIOKafkaProducer | None = None
+        producer = self._producer
+        partitions = self._partitions.get(topic)
         target: tuple[str, int] | None = None  # None: Kafka itself, before a partition
         try:
-            with self._failing.trying(None):
-                async with asyncio.timeout_at(deadline):
-                    producer = await self._connected()
-                    partitions = self._partitions.get(topic)
-                    if partitions is None:
+            if producer is None or partitions is None:  # connected and known: no wait
+                with self._failing.trying(None):
+                    async with asyncio.timeout_at(deadline):
+                        producer = await self._connected()
                         partitions = sorted(await producer.partitions_for(topic))
                         self._partitions[topic] = partitions
             raw_key = key.encode()
