@@ -4,7 +4,9 @@ Starts its own web processes and agents (own topics, consumer groups, HBase tabl
 Redis db 11), runs every scenario with separate load-generator processes, measures the
 raw baselines in the same run, prints a table and writes bench/results/latest.json.
 
-Scenarios (all bounded in time, loopback only):
+First the JVM services are warmed up (bench/warmup.py: load at the fixed rate in rounds
+until their JIT compilers go quiet), so the figures are of a warm box. Scenarios (all
+bounded in time, loopback only):
 - e2e at a fixed 1,000 msg/s: send -> inbox / push / history latency percentiles;
 - e2e rate search: the highest 1:1 rate sustained for >= 30 s with zero loss (each sink's
   p99 latency <= 1 s, and caught up within 2 s of the last send, by the arrival stamps),
@@ -60,6 +62,7 @@ from app.stores.redis_client import RedisClient, create_redis
 from app.usecases.sinks import SINKS
 from bench.picture import draw
 from bench.stages import cpu_seconds
+from bench.warmup import warm_up
 
 PY = sys.executable
 # The idle-latency run: one message at a time (10/s over 20 conversations), where
@@ -73,6 +76,8 @@ DRAIN_LIMIT_S = 240  # how long a run may take to deliver what it got accepted
 # sustained even if it drains in the end.
 SUSTAINED_P99_MS = 1000
 KEPT_UP_S = 2
+# Warm: the JVMs' JIT compiler threads took at most this share of their CPU in a round.
+WARM_JIT_SHARE = 0.1
 RESULTS = ROOT / "bench" / "results"
 console = Console()
 
@@ -587,6 +592,14 @@ async def bench(args: argparse.Namespace, env: dict[str, str], workdir: Path) ->
     async with launched(env, workdir, webs) as stack:
         console.print(f"[bold]stack up[/]: {args.webs} web, agents; partitions "
                       f"{args.partitions}")
+        jvms = {name: pid for name, pid in service_pids().items()
+                if not name.startswith("redis")}
+        results["warmup"] = await warm_up(
+            stack, jvms, rate=args.fixed_rate, round_s=args.warmup_round_s,
+            max_rounds=args.warmup_max_rounds, settled_share=WARM_JIT_SHARE,
+            pairs=args.pairs, workdir=workdir, env=client_env(env["IMFLOW_SECRET"]))
+        results["warmup_rounds"] = len(results["warmup"]["rounds"])
+        console.print(f"warm-up: {results['warmup']}")
         fixed = await e2e(stack, rate=args.fixed_rate, duration=args.duration,
                           pairs=args.pairs, workdir=workdir)
         console.print(f"e2e @1000/s: {fixed}")
@@ -696,6 +709,10 @@ def main() -> None:
     parser.add_argument("--down-rates", type=float, nargs="*",
                         default=[800, 700, 650, 600, 500, 400, 300, 150],
                         help="rates tried, highest first, when the fixed rate is not sustained")
+    parser.add_argument("--warmup-round-s", type=float, default=15.0,
+                        help="seconds of load per warm-up round (bench/warmup.py)")
+    parser.add_argument("--warmup-max-rounds", type=int, default=12,
+                        help="most warm-up rounds (0: measure cold JVMs)")
     parser.add_argument("--fixed-rate", type=float, default=1000.0,
                         help="the offered rate of the latency run (the target's 1,000/s)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["ingress", "fanout"],
