@@ -120,3 +120,24 @@ async def test_a_stale_leader_in_an_offset_lookup_refreshes_the_metadata() -> No
     assert consumer._client.refreshes == 1
     assert await fetcher._proc_offset_request(2, {"t": [(0, -1)]}) == {tp: (7, None)}
     assert consumer._client.refreshes == 1
+
+
+async def test_a_gap_read_again_after_a_seek_does_not_hold_the_commit_back(
+        tmp_path: Path) -> None:
+    app = create_faust_app("gaps", Settings(_env_file=None, faust_data_dir=str(tmp_path)))
+    app.topics.acks_enabled_for = lambda topic: True  # type: ignore[method-assign]
+    consumer = cast(ShortFetchConsumer, app.consumer)
+    tp = TP("imflow.messages", 0)
+    await consumer._add_gap(tp, 3, 4)  # a marker at 3, seen once ...
+    assert await _consume(consumer, tp, [0, 1, 2, 4, 5], None) == 6  # ... and again
+    assert consumer._acked[tp] == []  # nothing left over to hold a later commit back
+
+
+async def test_a_long_run_of_markers_is_committed_past_in_one_step(tmp_path: Path) -> None:
+    """A catching-up sink: a marker after every record, thousands between commits."""
+    app = create_faust_app("gaps", Settings(_env_file=None, faust_data_dir=str(tmp_path)))
+    app.topics.acks_enabled_for = lambda topic: True  # type: ignore[method-assign]
+    consumer = cast(ShortFetchConsumer, app.consumer)
+    tp = TP("imflow.messages", 0)
+    records = list(range(0, 20_000, 2))  # markers at every odd offset
+    assert await _consume(consumer, tp, records, None) == 19_999
