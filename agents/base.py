@@ -65,7 +65,8 @@ def create_faust_app(name: str, settings: Settings | None = None) -> faust.App:
     )
     # Before anything (a topic, an agent) makes Faust create its default transport.
     app.transport = ShortFetchTransport(app.conf.broker_consumer, app,
-                                        fetch_max_wait_ms=s.agent_fetch_max_wait_ms)
+                                        fetch_max_wait_ms=s.agent_fetch_max_wait_ms,
+                                        fetch_busy_wait_ms=s.agent_fetch_busy_wait_ms)
     app.add_dependency(metrics.MetricsService(s, name))  # /metrics on the agent's own port
     return app
 

@@ -139,6 +139,12 @@ class Settings(BaseSettings):
     agent_fetch_max_wait_ms: int = Field(
         100, description="Longest a Kafka fetch of an agent waits for data (Faust fixes "
         "1,500 ms, which let agents lag 1.5 s behind; see agents/transport.py).")
+    agent_fetch_busy_wait_ms: int = Field(
+        10, ge=0, description="After a fetch that returned records, an agent's next fetch "
+        "waits up to this long for more (0: it returns at the first record, always), so a "
+        "busy agent fetches in rounds of at most 1,000/this a second instead of once per "
+        "record that arrives; after an empty fetch the next returns at the first record. "
+        "Each hop of a busy pipeline adds up to this to a message's latency.")
     agent_batch_linger_s: float = Field(
         0.01, description="Under load (the previous batch held more than one event) an "
         "agent waits this long for a batch to grow; at a low rate it never waits. At "

@@ -81,3 +81,16 @@ def test_aiokafka_retries_a_concurrent_transaction_after_the_constant_imflow_set
         assert sender.BACKOFF_OVERRIDE == 0.002
     finally:
         sender.BACKOFF_OVERRIDE = before
+
+
+def test_aiokafka_builds_each_fetch_from_the_fields_the_pacing_sets() -> None:
+    """`pace_fetches` wraps `Fetcher._proc_fetch_request` and changes the fetcher's min
+    bytes and wait between fetches: each request must still be built from them anew,
+    and its records must still come back through the wrapped call's truthy result."""
+    from aiokafka.consumer.fetcher import Fetcher
+
+    build = inspect.getsource(Fetcher._get_actions_per_node)
+    assert "self._fetch_max_wait_ms,\n                self._fetch_min_bytes," in build
+    routine = inspect.getsource(Fetcher._fetch_requests_routine)
+    assert "self._proc_fetch_request(assignment, node_id, request)" in routine
+    assert "has_new_data = any(fut.result() for fut in done_pending)" in routine

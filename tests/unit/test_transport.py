@@ -4,6 +4,7 @@ and reads committed records only (the sequencer writes in transactions)."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -12,9 +13,11 @@ from faust.types import TP
 
 from agents.base import create_faust_app
 from agents.transport import (
+    BUSY_MIN_BYTES,
     ShortFetchConsumer,
     ShortFetchConsumerThread,
     ShortFetchTransport,
+    pace_fetches,
     refresh_metadata_on_stale_leader,
 )
 from app.settings import Settings
@@ -22,9 +25,10 @@ from app.settings import Settings
 
 async def test_agent_consumers_use_the_configured_fetch_wait(tmp_path: Path) -> None:
     settings = Settings(_env_file=None, agent_fetch_max_wait_ms=77,
-                        faust_data_dir=str(tmp_path))
+                        agent_fetch_busy_wait_ms=9, faust_data_dir=str(tmp_path))
     app = create_faust_app("fetch-wait", settings)
     assert isinstance(app.transport, ShortFetchTransport)
+    assert app.transport.fetch_busy_wait_ms == 9
     thread = app.consumer._thread  # type: ignore[attr-defined]
     assert isinstance(thread, ShortFetchConsumerThread)
     consumer = thread._create_worker_consumer(app.transport)
@@ -141,3 +145,30 @@ async def test_a_long_run_of_markers_is_committed_past_in_one_step(tmp_path: Pat
     tp = TP("imflow.messages", 0)
     records = list(range(0, 20_000, 2))  # markers at every odd offset
     assert await _consume(consumer, tp, records, None) == 19_999
+
+
+class _PacedFetcher:
+    """aiokafka's Fetcher as `pace_fetches` sees it: each fetch request is built from
+    `_fetch_min_bytes` and `_fetch_max_wait_ms`, then `_proc_fetch_request` sends it and
+    says whether records came back."""
+
+    def __init__(self, answers: list[bool]) -> None:
+        self._fetch_min_bytes, self._fetch_max_wait_ms = 1, 100
+        self._answers = answers
+        self.requests: list[tuple[int, int]] = []
+
+    async def _proc_fetch_request(self, assignment: Any, node_id: int, request: Any) -> bool:
+        return self._answers.pop(0)
+
+    async def fetch(self) -> bool:
+        self.requests.append((self._fetch_min_bytes, self._fetch_max_wait_ms))
+        return await self._proc_fetch_request(None, 1, None)
+
+
+async def test_a_busy_consumer_fetches_in_rounds_and_an_idle_one_at_the_first_record() -> None:
+    fetcher = _PacedFetcher([False, True, True, False, False])
+    pace_fetches(cast(Any, SimpleNamespace(_fetcher=fetcher)), busy_wait_ms=10)
+    for _ in range(5):
+        await fetcher.fetch()
+    idle, busy = (1, 100), (BUSY_MIN_BYTES, 10)
+    assert fetcher.requests == [idle, idle, busy, busy, idle]
