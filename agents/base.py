@@ -180,17 +180,18 @@ class EventBatches:
     asks for the next one; acks are the caller's (`ack`), so no offset is committed
     before the caller says the batch's effects are stored.
 
-    Unlike Faust's `take_events`, a batch never waits to fill up at a low rate: it is one
-    event (latency = one round of work). Under load batches grow by themselves, which is
-    what amortises the round trips to Kafka, Redis and HBase; once the previous batch
-    held more than one event, a batch also waits `linger_s` for more, so a busy agent
-    does fewer, larger rounds.
+    Unlike Faust's `take_events`, a batch never waits to fill up at a low rate: after an
+    idle moment it is what has arrived (latency = one round of work). A busy agent starts
+    a round at most every `interval_s` (it waits out the rest of the interval since the
+    previous round began, unless a full batch is waiting), so its rounds, and their fixed
+    costs (a Kafka transaction, a Redis or HBase round trip), are bounded a second
+    whatever the rate, and batches grow with the rate instead.
     """
 
-    def __init__(self, stream: Any, max_batch: int, linger_s: float = 0.0) -> None:
+    def __init__(self, stream: Any, max_batch: int, interval_s: float = 0.0) -> None:
         self._manual = stream.noack()
         self._max_batch = max_batch
-        self._linger_s = linger_s
+        self._interval_s = interval_s
         self._queue: asyncio.Queue[EventT] = asyncio.Queue(maxsize=2 * max_batch)
 
     def waiting(self) -> bool:
@@ -208,7 +209,8 @@ class EventBatches:
     async def __aiter__(self) -> AsyncIterator[list[EventT]]:
         queue = self._queue
         feeder = asyncio.create_task(self._feed(), name="imflow-batch-feeder")
-        busy = False
+        loop = asyncio.get_running_loop()
+        last_round = -1e9
         try:
             while True:
                 first = asyncio.ensure_future(queue.get())
@@ -218,21 +220,22 @@ class EventBatches:
                     first.cancel()
                     feeder.result()  # the stream ended: re-raise its error, if any
                     return
-                if busy and self._linger_s > 0 and queue.qsize() < self._max_batch - 1:
-                    await asyncio.sleep(self._linger_s)
+                wait = last_round + self._interval_s - loop.time()
+                if wait > 0 and queue.qsize() < self._max_batch - 1:
+                    await asyncio.sleep(wait)
+                last_round = loop.time()
                 batch = [first.result()]
                 while len(batch) < self._max_batch and not queue.empty():
                     batch.append(queue.get_nowait())
-                busy = len(batch) > 1
                 yield batch
         finally:
             feeder.cancel()
 
 
 async def event_batches(stream: Any, max_batch: int,
-                        linger_s: float = 0.0) -> AsyncIterator[list[EventT]]:
+                        interval_s: float = 0.0) -> AsyncIterator[list[EventT]]:
     """`EventBatches`, each batch acked once the caller's loop body is done with it."""
-    batches = EventBatches(stream, max_batch, linger_s)
+    batches = EventBatches(stream, max_batch, interval_s)
     async for batch in batches:
         yield batch
         await batches.ack(batch)
@@ -245,7 +248,7 @@ async def sequenced_batches(
     consumed = metrics.RECORDS.labels(agent)
     sizes = metrics.BATCH_RECORDS.labels(agent)
     async for events in event_batches(stream, settings.agent_batch_max,
-                                      settings.agent_batch_linger_s):
+                                      settings.agent_round_interval_s):
         consumed.inc(len(events))
         sizes.observe(len(events))
         records: list[SequencedRecord] = []

@@ -145,11 +145,15 @@ class Settings(BaseSettings):
         "busy agent fetches in rounds of at most 1,000/this a second instead of once per "
         "record that arrives; after an empty fetch the next returns at the first record. "
         "Each hop of a busy pipeline adds up to this to a message's latency.")
-    agent_batch_linger_s: float = Field(
-        0.01, description="Under load (the previous batch held more than one event) an "
-        "agent waits this long for a batch to grow; at a low rate it never waits. At "
-        "550 msg/s (bench.breakdown, 3 runs each) 10 ms kept the sequencer's median lag at "
-        "37-333 ms where 2 ms let it reach 195-1,460 ms.")
+    agent_round_interval_s: float = Field(
+        0.01, description="A busy sink agent (inbox, history, push) starts a round of "
+        "work at most this often; after an idle moment a round starts at once.")
+    sequencer_round_interval_s: float = Field(
+        0.015, description="A busy sequencer starts a round (one Kafka transaction for all "
+        "of its partitions) at most this often; after an idle moment a round starts at "
+        "once. Each round costs the client and the broker a few CPU-ms and every sink a "
+        "fetch, whatever it holds: a longer interval saves CPU under load and adds up to "
+        "this to a message's latency.")
     dedup_window_s: int = Field(
         DAY_S, description="How long the sequencer remembers an accepted message id, so a "
         "client retry within it is stored once (G2). Kept on disk (RocksDB), not in RAM.")

@@ -4,14 +4,16 @@ Per inbound partition the sequencer keeps
 - each conversation's last `seq` and `ts` (`ConvState`),
 - each group's membership (`GroupState`),
 - the retry dedup window: the ids accepted in the last `dedup_window_s` (one day),
-- its position: the last inbound offset whose effects are stored.
+- its position: the last inbound offset whose effects are stored,
+- its writer: the transactional id that alone may write the partition's next
+  transactions (the claim, see agents/sequencer.py).
 
 The state lives on local disk (RocksDB through rocksdict), so memory does not grow with
 the window, and a restarted process resumes from its own files plus the changelog tail.
 Every change is also logged, inside the same Kafka transaction as the sequenced records
 it caused, to two topics of the inbound topic's partition count (see agents/sequencer.py):
-- `<app id>-state` (compacted): one record per changed conversation or group, and the
-  position; the latest value of each key is the state.
+- `<app id>-state` (compacted): one record per changed conversation or group, the
+  position, and the writer's claim; the latest value of each key is the state.
 - `<app id>-dedup` (time-retained, a little longer than the window): one record per
   transaction listing the ids it accepted. No tombstones are needed: Kafka drops whole
   segments once they are older than the window, and the local store drops expired ids by
@@ -136,6 +138,7 @@ class _Overlay:
 STATE_CONV = b"conv:"
 STATE_GROUP = b"group:"
 STATE_POSITION = b"position"
+STATE_WRITER = b"writer"
 _DEDUP_ENTRY = struct.Struct(">16sQ")
 _DEDUP_VERSION = b"\x01"
 
@@ -147,6 +150,11 @@ def state_records(changes: Changes) -> list[tuple[bytes, bytes]]:
     records += [(STATE_GROUP + cid.encode(), g.to_json()) for cid, g in changes.groups.items()]
     records.append((STATE_POSITION, orjson.dumps(changes.position)))
     return records
+
+
+def writer_record(writer: str) -> tuple[bytes, bytes]:
+    """The state topic's claim record (key, value): `writer` alone writes from here on."""
+    return STATE_WRITER, writer.encode()
 
 
 def dedup_record(changes: Changes) -> bytes | None:
@@ -168,8 +176,8 @@ def parse_dedup_record(value: bytes) -> Iterator[tuple[bytes, int]]:
 
 # Local key layout, every key prefixed by the partition (2 bytes), so a partition's data
 # can be dropped as one range:  c<cid> conv | g<cid> group | d<id16> dedup ts |
-# t<ts:8><id16> the time index of the dedup window | o position | s/u the offsets of the
-# state/dedup changelogs applied.
+# t<ts:8><id16> the time index of the dedup window | o position | w writer | s/u the
+# offsets of the state/dedup changelogs applied.
 _P = struct.Struct(">H")
 _Q = struct.Struct(">Q")
 _q = struct.Struct(">q")
@@ -259,6 +267,11 @@ class LocalState:
         """The last inbound offset whose effects are stored (-1: none)."""
         return self._int(_prefix(partition) + b"o")
 
+    def writer(self, partition: int) -> str | None:
+        """The transactional id that last claimed the partition (None: never claimed)."""
+        raw = self._get(_prefix(partition) + b"w")
+        return None if raw is None else raw.decode()
+
     def changelog_offsets(self, partition: int) -> tuple[int, int]:
         """The last offsets of the (state, dedup) changelogs applied here (-1: none)."""
         p = _prefix(partition)
@@ -309,6 +322,8 @@ class LocalState:
                 self._groups.pop(local, None)
             elif key == STATE_POSITION:
                 batch.put(p + b"o", _q.pack(orjson.loads(value)))
+            elif key == STATE_WRITER:
+                batch.put(p + b"w", value)
         if last is not None:
             batch.put(p + b"s", _q.pack(last))
             self._db.write(batch)

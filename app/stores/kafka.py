@@ -418,8 +418,10 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-class PartitionTransactions:
-    """The transactional producer of one inbound partition (`transactional_id`).
+class Transactions:
+    """A transactional producer (`transactional_id`): the sequencer's writer (one per
+    process and consumer generation, all of its partitions in one transaction a round) or
+    a partition's claim (agents/sequencer.py).
 
     `fence` starts it: once it has its producer id, every earlier producer with the same
     id, in any process, is fenced, and its open transaction aborted. `commit` writes
@@ -427,12 +429,21 @@ class PartitionTransactions:
     `Fenced` (this producer was replaced: stop writing) or `StoreUnavailable` (retry
     with a new producer)."""
 
-    def __init__(self, settings: Settings, producer: AIOKafkaProducer) -> None:
+    def __init__(self, settings: Settings, producer: AIOKafkaProducer,
+                 transactional_id: str) -> None:
         self._settings = settings
         self._producer = producer
+        self.transactional_id = transactional_id
 
     @classmethod
-    async def fence(cls, settings: Settings, transactional_id: str) -> PartitionTransactions:
+    async def fence_only(cls, settings: Settings, transactional_id: str) -> None:
+        """Fence every producer of `transactional_id` (its open transaction is aborted)
+        and let the id go: nothing writes with it from here on."""
+        transactions = await cls.fence(settings, transactional_id)
+        await transactions.close()
+
+    @classmethod
+    async def fence(cls, settings: Settings, transactional_id: str) -> Transactions:
         retry_concurrent_transactions_after(CONCURRENT_TXN_BACKOFF_S)
         producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap,
@@ -454,7 +465,7 @@ class PartitionTransactions:
             if isinstance(exc, CLIENT_ERRORS):
                 raise StoreUnavailable(f"fencing {transactional_id}: {exc!r}") from exc
             raise
-        return cls(settings, producer)
+        return cls(settings, producer, transactional_id)
 
     async def commit(self, writes: list[Write]) -> list[int]:
         """Write `writes` in one transaction; the offset each write got, in order.

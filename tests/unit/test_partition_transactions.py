@@ -17,7 +17,7 @@ from aiokafka.errors import NotLeaderForPartitionError
 
 from app.errors import StoreUnavailable
 from app.settings import Settings
-from app.stores.kafka import PartitionTransactions, Write
+from app.stores.kafka import Transactions, Write
 
 
 class Meta:
@@ -58,7 +58,7 @@ WRITES = [Write("messages", b"c", b"m", 0), Write("state", b"k", b"s", 0),
 
 async def test_a_failed_write_leaves_the_transaction_uncommitted() -> None:
     producer = FakeProducer(leaderless=1)
-    transactions = PartitionTransactions(Settings(_env_file=None), producer)  # type: ignore[arg-type]
+    transactions = Transactions(Settings(_env_file=None), producer, "seq-w")  # type: ignore[arg-type]
     with pytest.raises(StoreUnavailable, match="NotLeaderForPartition"):
         await transactions.commit(WRITES)
     assert "commit" not in producer.calls
@@ -67,7 +67,7 @@ async def test_a_failed_write_leaves_the_transaction_uncommitted() -> None:
 
 async def test_the_commit_comes_after_every_write_is_acked() -> None:
     producer = FakeProducer(leaderless=None)
-    transactions = PartitionTransactions(Settings(_env_file=None), producer)  # type: ignore[arg-type]
+    transactions = Transactions(Settings(_env_file=None), producer, "seq-w")  # type: ignore[arg-type]
     assert await transactions.commit(WRITES) == [1, 2, 3]
     assert producer.calls[-1] == "commit"
     assert producer.calls.count("commit") == 1
