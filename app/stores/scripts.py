@@ -162,16 +162,15 @@ return 1
 """
 
 # Used by RateLimiter.
-# KEYS: one window counter per check; ARGV: limit. Returns per check 1 if over the limit.
-HIT_RATE = """
-local limit = tonumber(ARGV[1])
-local over = {}
+# KEYS: one user's counter of one 1 s window per user; ARGV: the sends to add to each.
+# Returns each counter's total.
+ADD_SENDS = """
+local totals = {}
 for i = 1, #KEYS do
-  local n = redis.call('INCR', KEYS[i])
-  if n == 1 then redis.call('PEXPIRE', KEYS[i], 2000) end
-  over[i] = n > limit and 1 or 0
+  totals[i] = redis.call('INCRBY', KEYS[i], ARGV[i])
+  redis.call('PEXPIRE', KEYS[i], 2000)
 end
-return over
+return totals
 """
 
 # Used by PushPublisher.

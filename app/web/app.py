@@ -163,6 +163,7 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     await hub.start()
     app[PUSH_HUB] = hub
     yield
+    await app[RATE_LIMITER].stop()
     await hub.stop()
     await client.aclose()
 

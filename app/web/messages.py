@@ -90,7 +90,7 @@ async def _send(request: web.Request) -> web.Response:
     if len(body) > settings.max_body_bytes:
         raise PayloadTooLarge(f"body exceeds {settings.max_body_bytes} bytes encoded")
     cid = await _conversation_for(request.app, me.user, req)
-    wait = await request.app[RATE_LIMITER].retry_after(me.user)
+    wait = request.app[RATE_LIMITER].retry_after(me.user)
     if wait is not None:
         raise RateLimited(f"more than {settings.send_rate_per_s} messages per second",
                           retry_after=wait)
