@@ -485,7 +485,7 @@ class Sequencer(mode.Service):
 
 
 def create_sequencer_app(settings: Settings) -> faust.App:
-    app = create_faust_app("sequencer", settings)
+    app = create_faust_app("sequencer", settings, round_ms=settings.sequencer_round_ms)
     sequencer = Sequencer(app, settings)
     app.add_dependency(sequencer)
     inbound = topic(app, settings.topic_inbound)
@@ -495,8 +495,7 @@ def create_sequencer_app(settings: Settings) -> faust.App:
     batch_time = metrics.BATCH_SECONDS.labels("sequencer", metrics.STORES["sequencer"])
 
     async def sequence(stream: Any) -> None:
-        batches = EventBatches(stream, settings.agent_batch_max,
-                               settings.sequencer_round_interval_s)
+        batches = EventBatches(stream, settings.agent_batch_max)
         async for events in batches:
             consumed.inc(len(events))
             sizes.observe(len(events))

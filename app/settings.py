@@ -139,21 +139,20 @@ class Settings(BaseSettings):
     agent_fetch_max_wait_ms: int = Field(
         100, description="Longest a Kafka fetch of an agent waits for data (Faust fixes "
         "1,500 ms, which let agents lag 1.5 s behind; see agents/transport.py).")
-    agent_fetch_busy_wait_ms: int = Field(
-        10, ge=0, description="After a fetch that returned records, an agent's next fetch "
-        "waits up to this long for more (0: it returns at the first record, always), so a "
-        "busy agent fetches in rounds of at most 1,000/this a second instead of once per "
-        "record that arrives; after an empty fetch the next returns at the first record. "
-        "Each hop of a busy pipeline adds up to this to a message's latency.")
-    agent_round_interval_s: float = Field(
-        0.01, description="A busy sink agent (inbox, history, push) starts a round of "
-        "work at most this often; after an idle moment a round starts at once.")
-    sequencer_round_interval_s: float = Field(
-        0.015, description="A busy sequencer starts a round (one Kafka transaction for all "
-        "of its partitions) at most this often; after an idle moment a round starts at "
-        "once. Each round costs the client and the broker a few CPU-ms and every sink a "
-        "fetch, whatever it holds: a longer interval saves CPU under load and adds up to "
-        "this to a message's latency.")
+    agent_round_ms: int = Field(
+        5, ge=0, description="A busy sink agent (inbox, history, push) fetches in rounds: "
+        "after a fetch that returned records its next fetch waits up to this long for more "
+        "(0: it returns at the first record, always); after an empty fetch the next returns "
+        "at the first record. The sequencer's commits come in rounds already "
+        "(IMFLOW_SEQUENCER_ROUND_MS), so this only matters when they come faster (several "
+        "sequencer processes, several brokers).")
+    sequencer_round_ms: int = Field(
+        15, ge=0, description="A busy sequencer works in rounds, each one Kafka transaction "
+        "for all of its partitions: after a fetch that returned records its next fetch waits "
+        "up to this long for more (per broker); after an empty fetch the next returns at the "
+        "first record. A round costs the client and the broker a few CPU-ms, and every sink "
+        "a fetch, whatever it holds: a longer round saves CPU under load and adds up to this "
+        "to a message's latency.")
     dedup_window_s: int = Field(
         DAY_S, description="How long the sequencer remembers an accepted message id, so a "
         "client retry within it is stored once (G2). Kept on disk (RocksDB), not in RAM.")

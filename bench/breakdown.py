@@ -167,7 +167,7 @@ def main() -> None:
                         "metrics through the JVM's local attach API)")
     parser.add_argument("--set", nargs="*", default=[], metavar="IMFLOW_X=VALUE",
                         help="settings for the stack's processes, e.g. "
-                        "IMFLOW_SEQUENCER_ROUND_INTERVAL_S=0")
+                        "IMFLOW_SEQUENCER_ROUND_MS=0")
     args = parser.parse_args()
     overrides = dict(item.split("=", 1) for item in args.set)
     workdir = Path(tempfile.mkdtemp(prefix="imflow-breakdown-"))

@@ -25,10 +25,12 @@ from app.settings import Settings
 
 async def test_agent_consumers_use_the_configured_fetch_wait(tmp_path: Path) -> None:
     settings = Settings(_env_file=None, agent_fetch_max_wait_ms=77,
-                        agent_fetch_busy_wait_ms=9, faust_data_dir=str(tmp_path))
+                        agent_round_ms=9, faust_data_dir=str(tmp_path))
     app = create_faust_app("fetch-wait", settings)
     assert isinstance(app.transport, ShortFetchTransport)
     assert app.transport.fetch_busy_wait_ms == 9
+    sequencer = create_faust_app("fetch-wait-seq", settings, round_ms=21)
+    assert cast(ShortFetchTransport, sequencer.transport).fetch_busy_wait_ms == 21
     thread = app.consumer._thread  # type: ignore[attr-defined]
     assert isinstance(thread, ShortFetchConsumerThread)
     consumer = thread._create_worker_consumer(app.transport)
