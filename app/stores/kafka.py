@@ -143,11 +143,10 @@ class InboundProducer:
             partition = key_partitioner(raw_key, partitions, partitions)
             target = (topic, partition)
             with self._failing.trying(target):
-                async with asyncio.timeout_at(deadline):
-                    rounds = self._rounds.get(topic)
-                    if rounds is None:
-                        rounds = self._rounds[topic] = _Rounds(self, topic)
-                    await rounds.add(partition, raw_key, value)
+                rounds = self._rounds.get(topic)
+                if rounds is None:
+                    rounds = self._rounds[topic] = _Rounds(self, topic)
+                await rounds.add(partition, raw_key, value, deadline)
         except CLIENT_ERRORS as exc:
             if isinstance(exc, PRODUCER_FATAL) and producer is not None:
                 self._reset(producer)
@@ -194,29 +193,49 @@ class FailingTargets:
         self._failed_at: dict[object, float] = {}
         self._probing: set[object] = set()
 
-    @contextlib.contextmanager
-    def trying(self, target: object) -> Iterator[None]:
-        """Run one send to `target`, or raise StoreUnavailable at once if it is down and
-        not due for a probe. An error out of the block marks it down (a cancellation,
-        which says nothing about Kafka, does not)."""
+    def trying(self, target: object) -> _Attempt:
+        """A context for one send to `target`; entering it raises StoreUnavailable at
+        once if the target is down and not due for a probe. An error out of the block
+        marks it down (a cancellation, which says nothing about Kafka, does not)."""
+        return _Attempt(self, target)
+
+    def _enter(self, target: object) -> bool:
+        """Check a send to `target`; whether it is the target's probe."""
         failed_at = self._failed_at.get(target)
-        probe = failed_at is not None
-        if failed_at is not None:
-            since = self._clock() - failed_at
-            if target in self._probing or since < self._probe_s:
-                raise StoreUnavailable(f"{_describe(target)} failed {since:.1f}s ago; "
-                                       "not sent")
-            self._probing.add(target)
-        try:
-            yield
-        except Exception:
+        if failed_at is None:
+            return False
+        since = self._clock() - failed_at
+        if target in self._probing or since < self._probe_s:
+            raise StoreUnavailable(f"{_describe(target)} failed {since:.1f}s ago; not sent")
+        self._probing.add(target)
+        return True
+
+    def _exit(self, target: object, probe: bool, failed: bool) -> None:
+        if failed:
             self._failed_at[target] = self._clock()
-            raise
-        else:
+        elif self._failed_at:
             self._failed_at.pop(target, None)
-        finally:
-            if probe:
-                self._probing.discard(target)
+        if probe:
+            self._probing.discard(target)
+
+
+class _Attempt:
+    """One send under `FailingTargets.trying` (a plain class: one per request, so no
+    generator-based context manager)."""
+
+    __slots__ = ("_probe", "_target", "_targets")
+
+    def __init__(self, targets: FailingTargets, target: object) -> None:
+        self._targets = targets
+        self._target = target
+        self._probe = False
+
+    def __enter__(self) -> None:
+        self._probe = self._targets._enter(self._target)
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        self._targets._exit(self._target, self._probe,
+                            kind is not None and issubclass(kind, Exception))
 
 
 def _describe(target: object) -> str:
@@ -244,13 +263,21 @@ class _Rounds:
         self._task: asyncio.Task[None] | None = None
         self._last_round = 0.0  # loop time the last round began
 
-    async def add(self, partition: int, key: bytes, value: bytes) -> None:
-        acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async def add(self, partition: int, key: bytes, value: bytes, deadline: float) -> None:
+        """Add a record to the next round; return once it is acked, or raise TimeoutError
+        at `deadline` (loop time). A caller that timed out or was cancelled leaves its
+        record to go out: the client's retry of it is deduplicated by the sequencer."""
+        loop = asyncio.get_running_loop()
+        acked: asyncio.Future[None] = loop.create_future()
         acked.add_done_callback(_retrieve)  # a caller that timed out no longer awaits it
         self._pending.setdefault(partition, []).append((key, value, acked))
         if self._task is None:
             self._task = asyncio.create_task(self._send_rounds(), name="imflow-ingress")
-        await asyncio.shield(acked)  # a timed-out caller leaves its record to go out
+        timer = loop.call_at(deadline, _expire, acked)
+        try:
+            await acked
+        finally:
+            timer.cancel()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -308,6 +335,11 @@ class _Rounds:
         results = await asyncio.gather(*sent, return_exceptions=True)
         for (_, batch), result in zip(round_, results, strict=True):
             _settle(batch, result if isinstance(result, BaseException) else None)
+
+
+def _expire(acked: asyncio.Future[None]) -> None:
+    if not acked.done():
+        acked.set_exception(TimeoutError("the produce timeout passed before Kafka's ack"))
 
 
 def _settle(batch: list[Pending], error: BaseException | None) -> None:
