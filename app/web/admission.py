@@ -20,9 +20,7 @@ Three bounds:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Iterator
 
 from prometheus_client import Counter, Gauge
 
@@ -62,18 +60,19 @@ class Admission:
         groups = {agent_group(settings, a): agent_topic(settings, a) for a in ADMITTING}
         return cls(settings, BacklogProbe(settings, groups))
 
-    @contextlib.contextmanager
-    def admitted(self) -> Iterator[None]:
-        """One message's request from its admission to its answer; raises Overloaded at
-        once when a new message should not be taken now."""
+    def admitted(self) -> Admission:
+        """One message's request from its admission to its answer (`with`); entering
+        raises Overloaded at once when a new message should not be taken now. The gauge
+        of messages in flight is set from the count as the loop watch ticks (a
+        Prometheus gauge takes a lock per change)."""
+        return self
+
+    def __enter__(self) -> None:
         self._admit()
         self._in_flight += 1
-        IN_FLIGHT.inc()
-        try:
-            yield
-        finally:
-            self._in_flight -= 1
-            IN_FLIGHT.dec()
+
+    def __exit__(self, *_: object) -> None:
+        self._in_flight -= 1
 
     def _admit(self) -> None:
         s = self._settings
@@ -132,6 +131,7 @@ class Admission:
             recent = [*recent[-(int(1 / LOOP_TICK_S) - 1):], late]
             self.loop_lag_s = sum(recent) / len(recent)
             LOOP_LAG.set(self.loop_lag_s)
+            IN_FLIGHT.set(self._in_flight)
 
     def _note_state(self) -> None:
         s = self._settings

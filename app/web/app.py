@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import Counter, Histogram
@@ -88,9 +90,20 @@ def status_of(exc: ApiError) -> int:
     return 400
 
 
+@functools.cache
+def _latency(route: str) -> Any:
+    return LATENCY.labels(route)
+
+
+@functools.cache
+def _requests(route: str, status: int) -> Any:
+    return REQUESTS.labels(route, str(status))
+
+
 @web.middleware
 async def errors_and_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Render every failure as the SPEC's JSON error body and count every request."""
+    """Render every failure as the SPEC's JSON error body and count every request (the
+    metrics' labelled children are looked up once per route and status, not per request)."""
     route = request.match_info.route.resource
     name = route.canonical if route is not None else "unmatched"
     started = time.perf_counter()
@@ -112,8 +125,8 @@ async def errors_and_metrics(request: web.Request, handler: Handler) -> web.Stre
     except Exception:
         log.exception("unhandled error on %s", name)
         response = _error(500, "internal", "internal server error")
-    LATENCY.labels(name).observe(time.perf_counter() - started)
-    REQUESTS.labels(name, str(response.status)).inc()
+    _latency(name).observe(time.perf_counter() - started)
+    _requests(name, response.status).inc()
     return response
 
 
