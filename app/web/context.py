@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any, TypeVar
 
@@ -64,16 +65,17 @@ async def json_body(request: web.Request, limit: int | None = None) -> dict[str,
     The default limit is a message's: its body plus the envelope."""
     if limit is None:
         limit = request.app[SETTINGS].max_body_bytes + 4096
-    if request.content_length is not None and request.content_length > limit:
+    length = request.content_length
+    if length is not None and length > limit:
         raise PayloadTooLarge(f"request body exceeds {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_chunked(64 * 1024):  # read() may return less
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+    if length is not None:  # the common case: one read of a body of known size
+        try:
+            raw = await request.content.readexactly(length) if length else b""
+        except asyncio.IncompleteReadError:
+            raise BadRequest("request body is shorter than its Content-Length",
+                             code="invalid_json") from None
+    else:
+        raw = await _read_chunked(request, limit)
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -81,6 +83,18 @@ async def json_body(request: web.Request, limit: int | None = None) -> dict[str,
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object", code="invalid_json")
     return data
+
+
+async def _read_chunked(request: web.Request, limit: int) -> bytes:
+    """A body of unknown size (chunked), refused as soon as it passes `limit`."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):  # read() may return less
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def append_inbound(app: web.Application, cid: str, record: bytes, *,
