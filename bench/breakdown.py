@@ -156,7 +156,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=500)
     parser.add_argument("--duration", type=float, default=15)
     parser.add_argument("--pairs", type=int, default=200)
-    parser.add_argument("--webs", type=int, default=2)
+    parser.add_argument("--webs", type=int, default=1)
     parser.add_argument("--drain", type=float, default=20, help="longest wait for the catch-up")
     parser.add_argument("--timeline", action="store_true",
                         help="also print, per second of sends, the worst sequencer and "

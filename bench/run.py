@@ -702,7 +702,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per e2e run")
     parser.add_argument("--pairs", type=int, default=200)
-    parser.add_argument("--webs", type=int, default=2)
+    parser.add_argument("--webs", type=int, default=1,
+                        help="web processes (the Procfile runs one; on two cores a second "
+                        "one costs more CPU per message than it takes off the first)")
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--rates", type=float, nargs="*",
                         default=[1500, 2000, 2500, 3000, 4000, 5000])
