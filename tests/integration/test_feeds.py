@@ -7,18 +7,15 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import cast
 
 import pytest
-import pytest_asyncio
 
-from app.devstack import local_settings
 from app.models import Message, SequencedRecord
 from app.stores import keys, scripts
 from app.stores.feeds import FeedState, FeedStore
 from app.stores.push import PresenceStore, PushPublisher
-from app.stores.redis_client import RedisClient, create_redis, run_script
+from app.stores.redis_client import RedisClient, run_script
 
 pytestmark = pytest.mark.services
 
@@ -28,13 +25,6 @@ def entry(cid: str, seq: int, recipients: list[str]) -> SequencedRecord:
                       sender=recipients[0] if recipients else "owner", type="text",
                       body=f"m{seq}", client_msg_id=f"c{seq}", ts=int(time.time() * 1000))
     return SequencedRecord(fanout="read", message=message, recipients=recipients)
-
-
-@pytest_asyncio.fixture
-async def redis() -> AsyncIterator[RedisClient]:
-    client = create_redis(local_settings(redis_db=9))
-    yield client
-    await client.aclose()
 
 
 async def test_a_feed_append_survives_an_emptied_script_cache(redis: RedisClient) -> None:

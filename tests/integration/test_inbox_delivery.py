@@ -4,28 +4,18 @@ its own payload, in seq order (the split is invisible)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import orjson
 import pytest
-import pytest_asyncio
 
 import app.stores.inbox as inbox_module
-from app.devstack import local_settings
 from app.models import Message, SequencedRecord
 from app.stores import keys
 from app.stores.inbox import InboxStore
-from app.stores.redis_client import Call, RedisClient, create_redis
+from app.stores.redis_client import Call, RedisClient
 
 pytestmark = pytest.mark.services
-
-
-@pytest_asyncio.fixture
-async def redis() -> AsyncIterator[RedisClient]:
-    client = create_redis(local_settings(redis_db=9))
-    yield client
-    await client.aclose()
 
 
 def record(cid: str, seq: int, recipients: list[str]) -> SequencedRecord:

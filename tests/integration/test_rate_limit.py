@@ -4,24 +4,15 @@ user's sends through it."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 
-from app.devstack import local_settings, wait_for
+from app.devstack import wait_for
 from app.stores.ratelimit import RateLimiter
-from app.stores.redis_client import RedisClient, create_redis
+from app.stores.redis_client import RedisClient
 
 pytestmark = pytest.mark.services
 NOW = 2_000_000_000.5  # both processes count in the same window
-
-
-@pytest_asyncio.fixture
-async def redis() -> AsyncIterator[RedisClient]:
-    client = create_redis(local_settings(redis_db=9))
-    yield client
-    await client.aclose()
 
 
 async def shared(limiter: RateLimiter) -> bool:
