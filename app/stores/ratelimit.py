@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from app.errors import StoreUnavailable
 from app.stores import keys, scripts
-from app.stores.redis_client import REDIS_DOWN, RedisClient, by_slot, run_script
+from app.stores.redis_client import RedisClient, by_slot, redis_store, run_script
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ class WindowCounts:
                 self.unsynced[user] = self.unsynced.get(user, 0) + n
 
 
+@redis_store
 class RateLimiter:
     def __init__(self, client: RedisClient, *, per_second: int, sync_s: float = 0.05,
                  clock: Callable[[], float] = time.time) -> None:
@@ -99,7 +100,7 @@ class RateLimiter:
                 await asyncio.sleep(self._sync_s)
                 window, sends = self._counts.take_unsynced()
                 try:
-                    totals = await self._add(window, sends)
+                    totals = await self.add_sends(window, sends)
                 except StoreUnavailable as exc:
                     log.warning("rate limit counts not shared (kept for the next sync): %s",
                                 exc)
@@ -109,16 +110,13 @@ class RateLimiter:
         finally:
             self._syncer = None
 
-    async def _add(self, window: int, sends: dict[str, int]) -> dict[str, int]:
+    async def add_sends(self, window: int, sends: dict[str, int]) -> dict[str, int]:
         """Add `sends` to the users' shared counters of `window` (one call per cluster
         slot, all in one pipeline); the totals."""
         groups = by_slot(self._redis, list(sends.items()),
                          lambda item: keys.send_rate(item[0], window))
-        try:
-            results = await run_script(self._redis, scripts.ADD_SENDS, [
-                ([keys.send_rate(user, window) for user, _ in group], [n for _, n in group])
-                for group in groups])
-        except REDIS_DOWN as exc:
-            raise StoreUnavailable(f"Redis did not answer: {exc!r}") from exc
+        results = await run_script(self._redis, scripts.ADD_SENDS, [
+            ([keys.send_rate(user, window) for user, _ in group], [n for _, n in group])
+            for group in groups])
         return {user: int(total) for group, totals in zip(groups, results, strict=True)
                 for (user, _), total in zip(group, totals, strict=True)}
