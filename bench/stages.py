@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from app.devstack import FAUST_WORKER, Stack, prepared_env, settings_from_env
 from app.models import direct_conversation, encode_send, message_id_for, now_ms
+from app.stores.kafka import end_offsets
 from app.usecases.sinks import SINKS
 
 POLL_S = 0.2
@@ -61,17 +62,6 @@ async def committed(admin: AIOKafkaAdminClient, group: str, topic: str) -> int:
     offsets = await admin.list_consumer_group_offsets(group)
     return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic and
                meta.offset > 0)
-
-
-async def end_offsets(stack: Stack, topic: str) -> int:
-    """The sum of the topic's end offsets (records and transaction markers)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=stack.settings.kafka_bootstrap)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        return sum((await consumer.end_offsets(tps)).values())
-    finally:
-        await consumer.stop()
 
 
 async def drain(stack: Stack, name: str, module: str, topic: str, total: int,
@@ -121,7 +111,7 @@ async def run(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> d
         results["sequencer"] = await drain(stack, "sequencer", "agents.sequencer",
                                            s.topic_inbound, args.records, args.records)
         # a partition's last offset can be a transaction marker no consumer commits past
-        sequenced = await end_offsets(stack, s.topic_messages) - s.partitions
+        sequenced = sum((await end_offsets(s, s.topic_messages)).values()) - s.partitions
         for name in ("empty-agent", *SINKS):
             module = "bench.empty_agent" if name == "empty-agent" else f"agents.{name}"
             results[name] = await drain(stack, name, module, s.topic_messages, sequenced,

@@ -365,6 +365,20 @@ async def topic_partitions(settings: Settings, topic: str) -> set[int]:
         raise StoreUnavailable(f"describing {topic}: {exc!r}") from exc
 
 
+async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    """Each partition's end offset as a read_committed reader sees it (before any
+    transaction still open; the high watermark when none is)."""
+    partitions = await topic_partitions(settings, topic)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+                                isolation_level="read_committed")
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in partitions]
+        return {tp.partition: int(o) for tp, o in (await consumer.end_offsets(tps)).items()}
+    finally:
+        await consumer.stop()
+
+
 async def described_partitions(admin: AIOKafkaAdminClient, topic: str) -> set[int]:
     """`topic_partitions` through an admin client the caller keeps open."""
     (described,) = await admin.describe_topics([topic])

@@ -13,12 +13,12 @@ import jwt
 import orjson
 import pytest
 import pytest_asyncio
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from app.apiclient import Client
 from app.devstack import Stack, produce
 from app.models import encode_batch, encode_send
-from app.stores.kafka import topic_partitions
+from app.stores.kafka import end_offsets
 from tests.e2e.conftest import DELIVERY_TIMEOUT_S, await_inbox
 
 pytestmark = pytest.mark.services
@@ -30,14 +30,7 @@ def b64(data: dict[str, Any]) -> str:
 
 async def inbound_end(stack: Stack) -> int:
     """The total end offset of imflow.inbound: grows with every produced record."""
-    topic = stack.settings.topic_inbound
-    consumer = AIOKafkaConsumer(bootstrap_servers=stack.settings.kafka_bootstrap)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in await topic_partitions(stack.settings, topic)]
-        return sum((await consumer.end_offsets(tps)).values())
-    finally:
-        await consumer.stop()
+    return sum((await end_offsets(stack.settings, stack.settings.topic_inbound)).values())
 
 
 @pytest_asyncio.fixture

@@ -14,7 +14,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from app.models import direct_conversation, encode_send, now_ms
 from app.settings import Settings
-from app.stores.kafka import key_partitioner, topic_partitions
+from app.stores.kafka import end_offsets, key_partitioner, topic_partitions
 
 BATCH_BYTES = 900_000  # under Kafka's 1 MiB record batch limit
 
@@ -57,17 +57,6 @@ async def fill_inbound(settings: Settings, count: int, *, tag: str,
     finally:
         await producer.stop()
     return await end_offsets(settings, topic)
-
-
-async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
-                                isolation_level="read_committed")
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in await topic_partitions(settings, topic)]
-        return {tp.partition: int(o) for tp, o in (await consumer.end_offsets(tps)).items()}
-    finally:
-        await consumer.stop()
 
 
 async def committed(settings: Settings, group: str, topic: str) -> dict[int, int]:
