@@ -254,14 +254,19 @@ class _Rounds:
     starts at once when the topic was idle for the linger window (a message alone at an
     idle moment waits for nothing), else `ingress_batch_linger_ms` after the previous
     round began: under load the per-record costs of Kafka and of every agent downstream
-    are paid per batch, and the produce requests per second stay bounded."""
+    are paid per batch, and the produce requests per second stay bounded. A round that
+    holds `ingress_round_full_records` starts as soon as the one before it is acked: its
+    batching has paid off, and waiting out the linger would only bound the rate of
+    clients that wait for their answers (N connections: N per linger window)."""
 
     def __init__(self, owner: InboundProducer, topic: str) -> None:
         self._owner = owner
         self._topic = topic
         self._pending: dict[int, list[Pending]] = {}
+        self._count = 0  # records in _pending
         self._task: asyncio.Task[None] | None = None
         self._last_round = 0.0  # loop time the last round began
+        self._filled: asyncio.Future[None] | None = None  # a lingering round waits on it
 
     async def add(self, partition: int, key: bytes, value: bytes, deadline: float) -> None:
         """Add a record to the next round; return once it is acked, or raise TimeoutError
@@ -271,6 +276,10 @@ class _Rounds:
         acked: asyncio.Future[None] = loop.create_future()
         acked.add_done_callback(_retrieve)  # a caller that timed out no longer awaits it
         self._pending.setdefault(partition, []).append((key, value, acked))
+        self._count += 1
+        if (self._filled is not None and not self._filled.done()
+                and self._count >= self._owner._settings.ingress_round_full_records):
+            self._filled.set_result(None)
         if self._task is None:
             self._task = asyncio.create_task(self._send_rounds(), name="imflow-ingress")
         timer = loop.call_at(deadline, _expire, acked)
@@ -287,6 +296,7 @@ class _Rounds:
                 if not acked.done():
                     acked.set_exception(StoreUnavailable("the producer is stopping"))
         self._pending = {}
+        self._count = 0
 
     def _take(self, partition: int) -> list[Pending]:
         """The next batch of a partition: as many of its records as fit in one."""
@@ -295,6 +305,7 @@ class _Rounds:
         head = waiting[:settings.ingress_batch_max_records]
         _, end = next(pack([v for _, v, _ in head], settings.record_batch_max_bytes))
         batch, rest = waiting[:end], waiting[end:]
+        self._count -= len(batch)
         if rest:
             self._pending[partition] = rest
         else:
@@ -303,17 +314,28 @@ class _Rounds:
 
     async def _send_rounds(self) -> None:
         loop = asyncio.get_running_loop()
-        linger_s = self._owner._settings.ingress_batch_linger_ms / 1000
+        settings = self._owner._settings
+        linger_s = settings.ingress_batch_linger_ms / 1000
         try:
             while self._pending:
                 wait = self._last_round + linger_s - loop.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
+                if wait > 0 and self._count < settings.ingress_round_full_records:
+                    await self._until_full(wait)
                 self._last_round = loop.time()
                 round_ = [(p, self._take(p)) for p in list(self._pending)]
                 await self._send(round_)
         finally:
             self._task = None
+
+    async def _until_full(self, wait: float) -> None:
+        """Wait `wait` seconds, or less if the round fills first."""
+        filled = self._filled = asyncio.get_running_loop().create_future()
+        timer = asyncio.get_running_loop().call_later(wait, _wake, filled)
+        try:
+            await filled
+        finally:
+            timer.cancel()
+            self._filled = None
 
     async def _send(self, round_: list[tuple[int, list[Pending]]]) -> None:
         try:
@@ -335,6 +357,11 @@ class _Rounds:
         results = await asyncio.gather(*sent, return_exceptions=True)
         for (_, batch), result in zip(round_, results, strict=True):
             _settle(batch, result if isinstance(result, BaseException) else None)
+
+
+def _wake(filled: asyncio.Future[None]) -> None:
+    if not filled.done():
+        filled.set_result(None)
 
 
 def _expire(acked: asyncio.Future[None]) -> None:
