@@ -24,6 +24,7 @@ from faust.types import EventT
 from agents import metrics
 from agents.transport import ShortFetchTransport
 from app.errors import StoreUnavailable
+from app.heap import settle_heap
 from app.models import SequencedRecord, parse_sequenced_items
 from app.settings import Settings, get_settings
 from app.stores.history import HistoryStore
@@ -73,6 +74,11 @@ def create_faust_app(name: str, settings: Settings | None = None, *,
                                         fetch_busy_wait_ms=s.agent_round_ms
                                         if round_ms is None else round_ms)
     app.add_dependency(metrics.MetricsService(s, name))  # /metrics on the agent's own port
+
+    @app.task
+    async def settle() -> None:  # runs once the app's services have started
+        settle_heap()
+
     return app
 
 

@@ -21,6 +21,7 @@ import socket
 
 from aiohttp import web
 
+from app.heap import settle_heap
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ async def serve(app: web.Application, settings: Settings) -> None:
         site = AcceptingSite(runner, settings.host, settings.port,
                              backlog=settings.listen_backlog)
         await site.start()
+        settle_heap()
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
