@@ -5,14 +5,12 @@ being full can send a record within the produce timeout."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 
 import orjson
 import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from app.devstack import local_settings
 from app.errors import StoreUnavailable
@@ -28,20 +26,6 @@ FULL = 4
 def settings() -> Settings:
     return local_settings(redis_db=9, ingress_batch_linger_ms=LINGER_MS,
                           ingress_round_full_records=FULL, produce_timeout_s=2.0)
-
-
-@pytest_asyncio.fixture
-async def topic(settings: Settings) -> AsyncIterator[str]:
-    name = f"imflowtest.rounds-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, num_partitions=2,
-                                            replication_factor=settings.replication_factor)])
-        yield name
-        await admin.delete_topics([name])
-    finally:
-        await admin.close()
 
 
 @pytest_asyncio.fixture

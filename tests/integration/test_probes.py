@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from app.devstack import local_settings
 from app.settings import Settings
@@ -24,20 +21,6 @@ AGE_S = 30
 @pytest.fixture
 def settings() -> Settings:
     return local_settings(redis_db=9)
-
-
-@pytest_asyncio.fixture
-async def topic(settings: Settings) -> AsyncIterator[str]:
-    name = f"imflowtest.probes-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, num_partitions=2,
-                                            replication_factor=settings.replication_factor)])
-        yield name
-        await admin.delete_topics([name])
-    finally:
-        await admin.close()
 
 
 async def produce(settings: Settings, topic: str, partition: int, timestamps_ms: list[int]
