@@ -10,12 +10,12 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 import pytest_asyncio
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app.devstack import local_settings
 from app.errors import StoreUnavailable
 from app.settings import Settings
-from app.stores.kafka import InboundProducer, end_offsets
+from app.stores.kafka import InboundProducer
+from tests.support.topics import committed_values
 
 pytestmark = pytest.mark.services
 LINGER_MS = 600_000
@@ -37,22 +37,10 @@ async def producer(settings: Settings) -> AsyncIterator[InboundProducer]:
 
 async def messages_in(settings: Settings, topic: str) -> list[int]:
     """The `n` of every message in the topic, batch records unpacked."""
-    ends = {TopicPartition(topic, p): end
-            for p, end in (await end_offsets(settings, topic)).items()}
     found: list[int] = []
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
-                                enable_auto_commit=False)
-    await consumer.start()
-    try:
-        consumer.assign(list(ends))
-        await consumer.seek_to_beginning(*ends)
-        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
-            for records in (await consumer.getmany(timeout_ms=1000)).values():
-                for record in records:
-                    value = orjson.loads(record.value)
-                    found.extend(item["n"] for item in value.get("records", [value]))
-    finally:
-        await consumer.stop()
+    async for raw in committed_values(settings, topic):
+        value = orjson.loads(raw)
+        found.extend(item["n"] for item in value.get("records", [value]))
     return sorted(found)
 
 

@@ -26,6 +26,7 @@ from app.stores.history import HistoryStore
 from app.stores.inbox import InboxStore
 from app.stores.redis_client import create_redis
 from app.usecases.sync import SyncCursor, read_page
+from tests.support.topics import committed_values
 
 REQUEST_TIMEOUT_S = 5.0
 
@@ -282,45 +283,16 @@ async def audit_sequenced(settings: Settings, traffic: Traffic,
                           result: LoadResult) -> SequencedAudit:
     """Read the whole messages topic up to its end offsets of now (committed records only:
     a transactional sequencer's aborted writes must not count) and audit its seqs."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    topic = settings.topic_messages
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        (described,) = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    tps = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
-    # No group and "earliest": each partition starts at its beginning (seek_to_beginning
-    # right after assign raced with the default "latest" reset and started at the end).
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-                                enable_auto_commit=False, auto_offset_reset="earliest",
-                                isolation_level="read_committed")
-    await consumer.start()
     ids_at: dict[tuple[str, int], set[str]] = defaultdict(set)  # (cid, seq) -> ids
     seqs_of: dict[str, set[int]] = defaultdict(set)  # message id -> seqs
     records = 0
-    try:
-        consumer.assign(tps)
-        end = await consumer.end_offsets(tps)
-        deadline = time.monotonic() + 120
-        while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
-            assert time.monotonic() < deadline, f"could not read {topic} up to {end}"
-            batches = await consumer.getmany(*tps, timeout_ms=1000)
-            for tp, batch in batches.items():
-                for rec in batch:
-                    if rec.offset >= end[tp] or rec.value is None:
-                        continue
-                    for m in sequenced_messages(rec.value):
-                        cid = m["conversation_id"]
-                        if cid in traffic.conversations:
-                            records += 1
-                            ids_at[(cid, m["seq"])].add(m["message_id"])
-                            seqs_of[m["message_id"]].add(m["seq"])
-    finally:
-        await consumer.stop()
+    async for value in committed_values(settings, settings.topic_messages):
+        for m in sequenced_messages(value):
+            cid = m["conversation_id"]
+            if cid in traffic.conversations:
+                records += 1
+                ids_at[(cid, m["seq"])].add(m["message_id"])
+                seqs_of[m["message_id"]].add(m["seq"])
     max_seq: dict[str, int] = defaultdict(int)
     for cid, seq in ids_at:
         max_seq[cid] = max(max_seq[cid], seq)
