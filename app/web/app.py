@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
-from prometheus_client import Counter, Histogram
 
 from app.auth import TokenVerifier
 from app.errors import (
@@ -58,13 +55,10 @@ from app.web.context import (
     json_response,
 )
 from app.web.push_hub import PushHub
+from app.web.request_metrics import REQUEST_METRICS
 
 log = logging.getLogger(__name__)
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
-
-REQUESTS = Counter("imflow_http_requests_total", "HTTP requests", ["route", "status"])
-LATENCY = Histogram("imflow_http_request_seconds", "HTTP request latency", ["route"],
-                    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -90,20 +84,9 @@ def status_of(exc: ApiError) -> int:
     return 400
 
 
-@functools.cache
-def _latency(route: str) -> Any:
-    return LATENCY.labels(route)
-
-
-@functools.cache
-def _requests(route: str, status: int) -> Any:
-    return REQUESTS.labels(route, str(status))
-
-
 @web.middleware
 async def errors_and_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Render every failure as the SPEC's JSON error body and count every request (the
-    metrics' labelled children are looked up once per route and status, not per request)."""
+    """Render every failure as the SPEC's JSON error body and count every request."""
     route = request.match_info.route.resource
     name = route.canonical if route is not None else "unmatched"
     started = time.perf_counter()
@@ -125,8 +108,7 @@ async def errors_and_metrics(request: web.Request, handler: Handler) -> web.Stre
     except Exception:
         log.exception("unhandled error on %s", name)
         response = _error(500, "internal", "internal server error")
-    _latency(name).observe(time.perf_counter() - started)
-    _requests(name, response.status).inc()
+    REQUEST_METRICS.observe(name, response.status, time.perf_counter() - started)
     return response
 
 
