@@ -68,12 +68,17 @@ async def json_body(request: web.Request, limit: int | None = None) -> dict[str,
     length = request.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(f"request body exceeds {limit} bytes")
-    if length is not None:  # the common case: one read of a body of known size
+    if length is not None:  # the common case: a body of known size
+        content = request.content
         try:
-            raw = await request.content.readexactly(length) if length else b""
+            # Mostly the whole body came in with the headers: take it without a coroutine.
+            raw = (content.read_nowait() if content.is_eof()
+                   else await content.readexactly(length) if length else b"")
         except asyncio.IncompleteReadError:
+            raw = b""
+        if len(raw) != length:
             raise BadRequest("request body is shorter than its Content-Length",
-                             code="invalid_json") from None
+                             code="invalid_json")
     else:
         raw = await _read_chunked(request, limit)
     try:

@@ -4,9 +4,11 @@ and code. The real-services e2e tests cover the rest."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -67,6 +69,22 @@ async def test_a_malformed_send_is_400_with_its_code(client: TestClient[Any, Any
 async def test_a_body_over_the_limit_is_413(client: TestClient[Any, Any]) -> None:
     resp = await client.post("/v1/messages", headers=bearer(),
                              json={"to": "bob", "client_msg_id": "1", "body": "x" * 2000})
+    assert await error_of(resp, 413) == "payload_too_large"
+
+
+async def test_a_body_that_arrives_in_parts_is_read_whole(
+        client: TestClient[Any, Any]) -> None:
+    """Content-Length known, body not yet all in when the handler starts: it waits for
+    the rest (parsed whole: 413 for the encoded body's size, not 400 invalid_json)."""
+    raw = orjson.dumps({"to": "bob", "client_msg_id": "1", "body": "x" * 2000})
+
+    async def in_two_parts() -> AsyncIterator[bytes]:
+        yield raw[:100]
+        await asyncio.sleep(0.02)  # nothing observable to await: let the first part go alone
+        yield raw[100:]
+
+    resp = await client.post("/v1/messages", data=in_two_parts(),
+                             headers={**bearer(), "Content-Length": str(len(raw))})
     assert await error_of(resp, 413) == "payload_too_large"
 
 
