@@ -108,31 +108,30 @@ async def _conversation_for(app: web.Application, sender: str, req: Send) -> str
 
 
 async def post_message(request: web.Request) -> web.Response:
+    app = request.app
+    settings = app[SETTINGS]
     # Admission first: an overloaded process answers at the least cost. It counts the
     # request in flight until its answer, whatever it waits for (Redis, Kafka, the loop).
-    with request.app[ADMISSION].admitted():
-        return await _send(request)
-
-
-async def _send(request: web.Request) -> web.Response:
-    me = identity(request)
-    settings = request.app[SETTINGS]
-    data = await json_body(request)
-    req = parsed_send(data)
-    body = orjson.dumps(req.body)  # encoded once: measured here, embedded in the record
-    if len(body) > settings.max_body_bytes:
-        raise PayloadTooLarge(f"body exceeds {settings.max_body_bytes} bytes encoded")
-    cid = await _conversation_for(request.app, me.user, req)
-    wait = request.app[RATE_LIMITER].retry_after(me.user)
-    if wait is not None:
-        raise RateLimited(f"more than {settings.send_rate_per_s} messages per second",
-                          retry_after=wait)
-    message_id = message_id_for(me.user, req.client_msg_id)
-    accepted_at = now_ms()
-    record = encode_send(cid, me.user, req.client_msg_id, body_json=body, type=req.type,
-                         message_id=message_id, accepted_at=accepted_at)
-    await append_inbound(request.app, cid, record,
-                         failure="message queue unavailable, nothing was stored; retry")
+    with app[ADMISSION].admitted():
+        me = identity(request)
+        req = parsed_send(await json_body(request))
+        body = orjson.dumps(req.body)  # encoded once: measured here, embedded in the record
+        if len(body) > settings.max_body_bytes:
+            raise PayloadTooLarge(f"body exceeds {settings.max_body_bytes} bytes encoded")
+        if req.to is not None and req.conversation is None:  # the common case: no await
+            cid = direct_conversation(me.user, req.to)
+        else:
+            cid = await _conversation_for(app, me.user, req)
+        wait = app[RATE_LIMITER].retry_after(me.user)
+        if wait is not None:
+            raise RateLimited(f"more than {settings.send_rate_per_s} messages per second",
+                              retry_after=wait)
+        message_id = message_id_for(me.user, req.client_msg_id)
+        accepted_at = now_ms()
+        record = encode_send(cid, me.user, req.client_msg_id, body_json=body,
+                             type=req.type, message_id=message_id, accepted_at=accepted_at)
+        await append_inbound(app, cid, record,
+                             failure="message queue unavailable, nothing was stored; retry")
     return json_response(
         {"message_id": message_id, "conversation_id": cid,
          "client_msg_id": req.client_msg_id, "accepted_at": accepted_at},
