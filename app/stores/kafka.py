@@ -17,18 +17,17 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     InvalidProducerEpoch,
     KafkaError,
-    OutOfOrderSequenceNumber,
-    ProducerClosed,
     ProducerFenced,
     TopicAlreadyExistsError,
-    UnknownProducerId,
 )
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 from aiokafka.producer import sender as aiokafka_sender
+from confluent_kafka import KafkaException
 
 from app.errors import Fenced, StoreUnavailable
 from app.models import encode_batch, pack
 from app.settings import Settings
+from app.stores.librdkafka import AckingProducer
 
 log = logging.getLogger(__name__)
 HOUR_MS = 3_600_000
@@ -37,10 +36,9 @@ EXPIRY_GRAIN_S = 0.01
 # What a Kafka client call can fail with: aiokafka also asserts on its own state in places,
 # e.g. a coordinator lookup while no broker is known (a whole cluster restarting), which
 # must be retried like any outage, not crash the agent that called it.
-CLIENT_ERRORS = (KafkaError, OSError, TimeoutError, AssertionError)
-# Errors after which an idempotent producer never recovers by itself.
-PRODUCER_FATAL = (OutOfOrderSequenceNumber, UnknownProducerId, ProducerFenced,
-                  InvalidProducerEpoch, ProducerClosed)
+CLIENT_ERRORS = (KafkaError, OSError, TimeoutError, AssertionError,
+                 # the ingress's librdkafka producer (a full queue is a BufferError)
+                 KafkaException, BufferError)
 
 
 @lru_cache(maxsize=100_000)
@@ -75,24 +73,12 @@ class InboundProducer:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._producer: AIOKafkaProducer | None = None
+        self._producer: AckingProducer | None = None
         self._starting = asyncio.Lock()
         self._partitions: dict[str, list[int]] = {}
         self._rounds: dict[str, _Rounds] = {}
         self._failing = FailingTargets(settings.ingress_outage_probe_s)
         self._stopping: set[asyncio.Task[None]] = set()  # broken producers being closed
-
-    def _new_producer(self) -> AIOKafkaProducer:
-        s = self._settings
-        return AIOKafkaProducer(
-            bootstrap_servers=s.kafka_bootstrap,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=0,  # the rounds (`_Rounds`) batch already: no wait on top
-            partitioner=key_partitioner,
-            request_timeout_ms=int(s.produce_timeout_s * 1000),
-            client_id="imflow-web",
-        )
 
     async def start(self) -> None:
         """Connect now if Kafka answers; otherwise the first send tries again."""
@@ -101,16 +87,16 @@ class InboundProducer:
         except StoreUnavailable as exc:
             log.warning("Kafka not reachable at start-up, will retry on demand: %s", exc)
 
-    async def _connected(self) -> AIOKafkaProducer:
+    async def _connected(self) -> AckingProducer:
         if self._producer is not None:
             return self._producer
         async with self._starting:
             if self._producer is None:
-                producer = self._new_producer()
+                producer = AckingProducer.for_ingress(self._settings)
                 try:
-                    await asyncio.wait_for(producer.start(), self._settings.produce_timeout_s)
+                    await producer.check(self._settings.produce_timeout_s)
                 except CLIENT_ERRORS as exc:
-                    await producer.stop()
+                    await producer.close(0)
                     raise StoreUnavailable(
                         f"Kafka unreachable at {self._settings.kafka_bootstrap}: {exc!r}"
                     ) from exc
@@ -121,7 +107,7 @@ class InboundProducer:
         for rounds in self._rounds.values():
             await rounds.stop()
         if self._producer is not None:
-            await self._producer.stop()
+            await self._producer.close(self._settings.produce_timeout_s)
         if self._stopping:
             await asyncio.wait(self._stopping)
 
@@ -139,7 +125,8 @@ class InboundProducer:
                 with self._failing.trying(None):
                     async with asyncio.timeout_at(deadline):
                         producer = await self._connected()
-                        partitions = sorted(await producer.partitions_for(topic))
+                        partitions = await producer.partitions(
+                            topic, self._settings.produce_timeout_s)
                         self._partitions[topic] = partitions
             raw_key = key.encode()
             partition = key_partitioner(raw_key, partitions, partitions)
@@ -150,15 +137,14 @@ class InboundProducer:
                     rounds = self._rounds[topic] = _Rounds(self, topic)
                 await rounds.add(partition, raw_key, value, deadline)
         except CLIENT_ERRORS as exc:
-            if isinstance(exc, PRODUCER_FATAL) and producer is not None:
+            if producer is not None and producer.fatal is not None:
                 self._reset(producer)
             raise StoreUnavailable(f"{_describe(target)} did not ack: {exc!r}") from exc
 
-    def _reset(self, broken: AIOKafkaProducer) -> None:
-        """Drop a producer whose idempotence state the broker no longer accepts (e.g. after a
-        broker restart lost its sequence numbers); the next send starts a new one. The
-        broken one is closed in the background: its close waits for its batches to
-        expire, which must not delay the answer of the request that found it broken."""
+    def _reset(self, broken: AckingProducer) -> None:
+        """Drop a producer that librdkafka gave up (a fatal error, e.g. its idempotence
+        state refused by the brokers); the next send starts a new one. The broken one is
+        closed in the background: the request that found it broken answers at once."""
         if self._producer is not broken:
             return  # another send replaced it already
         self._producer = None
@@ -166,8 +152,8 @@ class InboundProducer:
         log.warning("Kafka producer state lost; starting a new producer")
         self._close_later(broken)
 
-    def _close_later(self, producer: AIOKafkaProducer) -> None:
-        closing = asyncio.create_task(producer.stop(), name="imflow-producer-close")
+    def _close_later(self, producer: AckingProducer) -> None:
+        closing = asyncio.create_task(producer.close(0), name="imflow-producer-close")
         self._stopping.add(closing)
         closing.add_done_callback(self._stopping.discard)
 
@@ -175,7 +161,7 @@ class InboundProducer:
         """Raise unless the broker answers a metadata request."""
         producer = await self._connected()
         try:
-            await asyncio.wait_for(producer.client.fetch_all_metadata(), timeout=2)
+            await producer.check(2)
         except CLIENT_ERRORS as exc:
             raise StoreUnavailable(f"Kafka metadata: {exc!r}") from exc
 
@@ -343,22 +329,25 @@ class _Rounds:
     async def _send(self, round_: list[tuple[int, list[Pending]]]) -> None:
         try:
             producer = await self._owner._connected()
-            sent = []
-            for partition, batch in round_:
-                if len(batch) == 1:
-                    key, value, _ = batch[0]
-                    sent.append(await producer.send(self._topic, value, key=key,
-                                                    partition=partition))
-                else:
-                    sent.append(await producer.send(
-                        self._topic, encode_batch([v for _, v, _ in batch]),
-                        partition=partition))
-        except Exception as exc:  # nothing of this round was handed over: all fail
+        except Exception as exc:
             for _, batch in round_:
                 _settle(batch, exc)
             return
-        results = await asyncio.gather(*sent, return_exceptions=True)
-        for (_, batch), result in zip(round_, results, strict=True):
+        handed: list[tuple[list[Pending], asyncio.Future[None]]] = []
+        for partition, batch in round_:
+            try:
+                if len(batch) == 1:
+                    key, value, _ = batch[0]
+                    handed.append((batch, producer.send(self._topic, partition, key, value)))
+                else:
+                    handed.append((batch, producer.send(
+                        self._topic, partition, None,
+                        encode_batch([v for _, v, _ in batch]))))
+            except Exception as exc:  # not handed over (the producer's queue is full)
+                _settle(batch, exc)
+        results = await asyncio.gather(*(acked for _, acked in handed),
+                                       return_exceptions=True)
+        for (batch, _), result in zip(handed, results, strict=True):
             _settle(batch, result if isinstance(result, BaseException) else None)
 
 

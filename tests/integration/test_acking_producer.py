@@ -1,0 +1,62 @@
+"""The ingress's librdkafka producer (`AckingProducer`) on the real Kafka, and against a
+port nothing listens on: every record handed over is settled, acked or failed, within
+the message timeout, and closing settles what is still waiting."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
+from app.devstack import free_port, local_settings
+from app.settings import Settings
+from app.stores.librdkafka import AckingProducer
+from tests.support.topics import committed_values
+
+pytestmark = pytest.mark.services
+TIMEOUT_S = 1.0
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return local_settings(redis_db=9)
+
+
+def nothing_listening() -> str:
+    return f"127.0.0.1:{free_port()}"
+
+
+async def test_acked_records_are_in_the_topic(settings: Settings, topic: str) -> None:
+    producer = AckingProducer(settings.kafka_bootstrap, message_timeout_s=5, client_id="t")
+    try:
+        assert await producer.partitions(topic, 5) == [0, 1]
+        await asyncio.gather(*(producer.send(topic, n % 2, b"k", b"v%d" % n)
+                               for n in range(50)))
+    finally:
+        await producer.close(5)
+    found = sorted([v async for v in committed_values(settings, topic)])
+    assert found == sorted(b"v%d" % n for n in range(50))
+
+
+async def test_without_a_broker_a_record_fails_within_the_timeout() -> None:
+    producer = AckingProducer(nothing_listening(), message_timeout_s=TIMEOUT_S,
+                              client_id="t")
+    try:
+        with pytest.raises(KafkaException):
+            await producer.check(0.5)
+        acked = producer.send("any", 0, None, b"v")
+        with pytest.raises(KafkaException) as failed:
+            await asyncio.wait_for(acked, TIMEOUT_S + 2)
+        assert failed.value.args[0].code() == KafkaError._MSG_TIMED_OUT
+    finally:
+        await producer.close(0)
+
+
+async def test_closing_fails_what_was_not_acked() -> None:
+    producer = AckingProducer(nothing_listening(), message_timeout_s=60, client_id="t")
+    acked = producer.send("any", 0, None, b"v")
+    await producer.close(0)
+    assert acked.done()
+    with pytest.raises(KafkaException):
+        acked.result()
