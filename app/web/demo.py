@@ -51,7 +51,8 @@ async def login(request: web.Request) -> web.Response:
     return json_response({"token": token, "user": req.user, "device": req.device})
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/", index)
-    app.router.add_get("/demo/{name}", asset)
-    app.router.add_post("/demo/login", login)
+ROUTES = [
+    ("GET", "/", index),
+    ("GET", "/demo/{name}", asset),
+    ("POST", "/demo/login", login),
+]

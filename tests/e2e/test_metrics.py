@@ -105,7 +105,8 @@ async def test_the_web_counts_open_websockets_and_pushes(
         return value(await scrape(http, url), "imflow_ws_open") == value(before, "imflow_ws_open")
     await wait_for(closed, within=10, what="the closed socket uncounted")
     # a WebSocket's request is timed once it ends, like any other route's: when the
-    # handler has returned to the middleware, a moment after the socket is uncounted
+    # handler has returned to `served` (app/web/app.py), a moment after the socket is
+    # uncounted
     async def timed() -> bool:
         done = await scrape(http, url)
         return (value(done, "imflow_http_request_seconds_count", route="/v1/ws")
