@@ -95,11 +95,13 @@ class InboundProducer:
                 producer = AckingProducer.for_ingress(self._settings)
                 try:
                     await producer.check(self._settings.produce_timeout_s)
-                except CLIENT_ERRORS as exc:
-                    await producer.close(0)
-                    raise StoreUnavailable(
-                        f"Kafka unreachable at {self._settings.kafka_bootstrap}: {exc!r}"
-                    ) from exc
+                except BaseException as exc:  # a send's deadline may cancel the check
+                    self._close_later(producer)  # its threads must not outlive it
+                    if isinstance(exc, CLIENT_ERRORS):
+                        raise StoreUnavailable(
+                            f"Kafka unreachable at {self._settings.kafka_bootstrap}: {exc!r}"
+                        ) from exc
+                    raise
                 self._producer = producer
             return self._producer
 

@@ -1,16 +1,20 @@
 """The ingress's librdkafka producer (`AckingProducer`) on the real Kafka, and against a
 port nothing listens on: every record handed over is settled, acked or failed, within
-the message timeout, and closing settles what is still waiting."""
+the message timeout; closing settles what is still waiting; a producer that never
+connected does not outlive the send that tried it."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from app.devstack import free_port, local_settings
+from app.errors import StoreUnavailable
 from app.settings import Settings
+from app.stores.kafka import InboundProducer
 from app.stores.librdkafka import AckingProducer
 from tests.support.topics import committed_values
 
@@ -60,3 +64,16 @@ async def test_closing_fails_what_was_not_acked() -> None:
     assert acked.done()
     with pytest.raises(KafkaException):
         acked.result()
+
+
+async def test_producers_that_never_connected_are_closed() -> None:
+    """Without Kafka, each send (no outage probe interval here) tries a new producer and
+    its deadline cuts the try short; none of their threads is left once stopped."""
+    settings = local_settings(redis_db=9, kafka_bootstrap=nothing_listening(),
+                              produce_timeout_s=0.5, ingress_outage_probe_s=0)
+    ingress = InboundProducer(settings)
+    for _ in range(3):
+        with pytest.raises(StoreUnavailable):
+            await ingress.send("any", "u:a:b", b"{}")
+    await ingress.stop()
+    assert [t for t in threading.enumerate() if t.name == "imflow-kafka-reports"] == []
