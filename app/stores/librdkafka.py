@@ -99,7 +99,10 @@ class AckingProducer:
 
     def _serve_reports(self) -> None:
         while not self._stopping.is_set():
-            self._producer.poll(POLL_S)  # runs `delivered` for each report it serves
+            try:
+                self._producer.poll(POLL_S)  # runs `delivered` for each report it serves
+            except Exception:  # a callback's failure must not end the reports for good
+                log.exception("serving Kafka delivery reports")
             if self._reports:  # filled and swapped on this thread only, until `close`
                 reports = self._reports
                 self._reports = []
