@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -24,6 +25,8 @@ from app.settings import Settings
 
 log = logging.getLogger(__name__)
 POLL_S = 0.05  # how long the delivery thread waits in one poll; also its stop latency
+METADATA_RETRY_S = 0.05
+NOT_YET_KNOWN = (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.LEADER_NOT_AVAILABLE)
 
 Report = tuple["asyncio.Future[None]", KafkaError | None]
 
@@ -47,6 +50,7 @@ class AckingProducer:
             "request.timeout.ms": timeout_ms,
             "socket.nagle.disable": True,
             "reconnect.backoff.max.ms": 1000,  # a restarted broker is found again within 1 s
+            "allow.auto.create.topics": False,  # `imflow init` creates the topics
             "error_cb": self._on_error,
             "logger": log,
         })
@@ -75,12 +79,20 @@ class AckingProducer:
         return acked
 
     async def partitions(self, topic: str, timeout_s: float) -> list[int]:
-        """The topic's partitions, as a broker answers now."""
-        metadata = await asyncio.to_thread(self._producer.list_topics, topic, timeout_s)
-        described = metadata.topics[topic]
-        if described.error is not None:
-            raise KafkaException(described.error)
-        return sorted(described.partitions)
+        """The topic's partitions. A broker may not know a topic created a moment ago (its
+        metadata spreads from the controller; aiokafka waited for it too): until
+        `timeout_s`, an unknown topic is asked for again."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = max(0.01, deadline - time.monotonic())
+            metadata = await asyncio.to_thread(self._producer.list_topics, topic, left)
+            described = metadata.topics[topic]
+            if described.error is None:
+                return sorted(described.partitions)
+            if (described.error.code() not in NOT_YET_KNOWN
+                    or time.monotonic() + METADATA_RETRY_S > deadline):
+                raise KafkaException(described.error)
+            await asyncio.sleep(METADATA_RETRY_S)
 
     async def check(self, timeout_s: float) -> None:
         """Raise KafkaException unless a broker answers a metadata request in time."""

@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from app.devstack import local_settings
 from app.settings import Settings
 from app.stores.redis_client import RedisClient, create_redis
+from tests.support.topics import new_topic
 
 
 @pytest_asyncio.fixture
@@ -26,13 +26,5 @@ async def redis() -> AsyncIterator[RedisClient]:
 async def topic(settings: Settings, request: pytest.FixtureRequest) -> AsyncIterator[str]:
     """A topic of two partitions, deleted after the test."""
     module = request.node.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
-    name = f"imflowtest.{module}-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, num_partitions=2,
-                                            replication_factor=settings.replication_factor)])
+    async with new_topic(settings, f"imflowtest.{module}-{uuid.uuid4().hex[:8]}") as name:
         yield name
-        await admin.delete_topics([name])
-    finally:
-        await admin.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
@@ -16,7 +17,7 @@ from app.errors import StoreUnavailable
 from app.settings import Settings
 from app.stores.kafka import InboundProducer
 from app.stores.librdkafka import AckingProducer
-from tests.support.topics import committed_values
+from tests.support.topics import committed_values, new_topic
 
 pytestmark = pytest.mark.services
 TIMEOUT_S = 1.0
@@ -41,6 +42,23 @@ async def test_acked_records_are_in_the_topic(settings: Settings, topic: str) ->
         await producer.close(5)
     found = sorted([v async for v in committed_values(settings, topic)])
     assert found == sorted(b"v%d" % n for n in range(50))
+
+
+async def test_a_topic_created_while_asked_for_is_found(settings: Settings,
+                                                        topic: str) -> None:
+    """A broker may not know a topic created a moment ago: it is asked again until the
+    timeout (an unknown one fails only then), so a topic that appears meanwhile is found."""
+    producer = AckingProducer(settings.kafka_bootstrap, message_timeout_s=5, client_id="t")
+    try:
+        started = time.monotonic()
+        with pytest.raises(KafkaException):
+            await producer.partitions(f"{topic}-never-created", 0.5)
+        assert time.monotonic() - started >= 0.45  # asked again, not failed at once
+        asking = asyncio.create_task(producer.partitions(f"{topic}-later", 30))
+        async with new_topic(settings, f"{topic}-later"):
+            assert await asking == [0, 1]
+    finally:
+        await producer.close(5)
 
 
 async def test_without_a_broker_a_record_fails_within_the_timeout() -> None:

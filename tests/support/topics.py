@@ -1,14 +1,30 @@
-"""Reading a whole Kafka topic in tests."""
+"""Kafka topics in tests: a new one, and reading a whole one."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from app.settings import Settings
 from app.stores.kafka import topic_partitions
+
+
+@contextlib.asynccontextmanager
+async def new_topic(settings: Settings, name: str) -> AsyncIterator[str]:
+    """A topic of two partitions, deleted on exit."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, num_partitions=2,
+                                            replication_factor=settings.replication_factor)])
+        yield name
+        await admin.delete_topics([name])
+    finally:
+        await admin.close()
 
 
 async def committed_values(settings: Settings, topic: str, *,
