@@ -240,7 +240,8 @@ Pending = tuple[bytes, bytes, "asyncio.Future[None]"]  # key, value, acked
 class _Rounds:
     """The ingress's records for one topic, sent in rounds: one round under way at a
     time, holding every partition's waiting records, one batch record per partition (a
-    single record when alone), so aiokafka ships a round as one produce request. A round
+    single record when alone), handed to librdkafka back to back, so a round goes out in
+    one produce request per broker, or few. A round
     starts at once when the topic was idle for the linger window (a message alone at an
     idle moment waits for nothing), else `ingress_batch_linger_ms` after the previous
     round began: under load the per-record costs of Kafka and of every agent downstream
