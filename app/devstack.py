@@ -275,7 +275,7 @@ async def launched(env: dict[str, str], workdir: str | Path,
         for name, port, extra in webs:
             stack.start_web(name, port, env=extra)
         if agents:
-            await wait_until_flowing(stack)
+            await wait_until_flowing(stack, {a: copies for a in agents})
         else:
             for url in stack.web_urls:
                 await wait_web_ready(url)
@@ -312,14 +312,20 @@ async def wait_web_ready(url: str) -> None:
         await wait_for(ready, within=STARTUP_TIMEOUT_S, what=f"{url}/readyz")
 
 
-async def wait_until_flowing(stack: Stack) -> None:
-    """Ready means: every web answers /readyz, and a message reaches inbox and history."""
+async def wait_until_flowing(stack: Stack, processes: dict[str, int]) -> None:
+    """Ready means: every web answers /readyz, every agent's group has settled with all
+    of its `processes`, and a message reaches inbox and history."""
     import aiohttp
 
     from app.apiclient import Client
 
     for url in stack.web_urls:
         await wait_web_ready(url)
+    # A second process of an agent can join its group after the first one already passed
+    # the warm-up: the rebalance that follows (the sequencer's claims take seconds on a
+    # busy box) would then hold back, and shed, the first test's messages.
+    await wait_for(partial(groups_settled, stack.settings, processes),
+                   within=STARTUP_TIMEOUT_S, what=f"every agent group settled: {processes}")
     async with aiohttp.ClientSession() as session:
         tag = new_run_id()
         a, b = f"warmup-a-{tag}", f"warmup-b-{tag}"
@@ -341,6 +347,25 @@ async def wait_until_flowing(stack: Stack) -> None:
         for url in stack.web_urls:
             await wait_for(partial(admitting, session, url), within=STARTUP_TIMEOUT_S,
                            what=f"{url} admitting (every agent committed the warm-up)")
+
+
+async def groups_settled(settings: Settings, processes: dict[str, int]) -> bool:
+    """Whether each agent's consumer group is stable with `processes[agent]` members."""
+    from confluent_kafka import ConsumerGroupState
+    from confluent_kafka.admin import AdminClient
+
+    from app.usecases.stats import agent_group
+
+    groups = {agent_group(settings, agent): n for agent, n in processes.items()}
+
+    def describe() -> dict[str, Any]:  # aiokafka 0.14 cannot decode DescribeGroups here
+        admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+        asked = admin.describe_consumer_groups(list(groups), request_timeout=5)
+        return {group: future.result() for group, future in asked.items()}
+
+    found = await asyncio.to_thread(describe)
+    return all(found[group].state == ConsumerGroupState.STABLE
+               and len(found[group].members) == n for group, n in groups.items())
 
 
 async def admitting(session: aiohttp.ClientSession, url: str) -> bool:
