@@ -97,12 +97,11 @@ def parsed_send(data: dict[str, Any]) -> Send:
     return Send(req.to, req.conversation, req.client_msg_id, req.type, req.body)
 
 
-async def _conversation_for(app: web.Application, sender: str, req: Send) -> str:
-    if (req.to is None) == (req.conversation is None):
+async def _named_conversation(app: web.Application, sender: str, req: Send) -> str:
+    """The conversation a send names, if the sender belongs to it; 400 unless it gives
+    exactly one target (a send to one user, `to` alone, needs no await: the handler's)."""
+    if req.conversation is None or req.to is not None:
         raise BadRequest("give exactly one of 'to' and 'conversation'", code="invalid_target")
-    if req.to is not None:
-        return direct_conversation(sender, req.to)
-    assert req.conversation is not None
     await require_member(app, req.conversation, sender)
     return req.conversation
 
@@ -121,7 +120,7 @@ async def post_message(request: web.Request) -> web.Response:
         if req.to is not None and req.conversation is None:  # the common case: no await
             cid = direct_conversation(me.user, req.to)
         else:
-            cid = await _conversation_for(app, me.user, req)
+            cid = await _named_conversation(app, me.user, req)
         wait = app[RATE_LIMITER].retry_after(me.user)
         if wait is not None:
             raise RateLimited(f"more than {settings.send_rate_per_s} messages per second",
